@@ -51,7 +51,7 @@ jane.doe@example.com,acme
 sam.lee@example.com,
 ";
 
-/// `(tenant_id, input_email)` pairs the view must return, each once.
+/// Returns the `(tenant_id, input_email)` pairs the view must return, each once, in order.
 fn expected_view() -> Vec<(String, String)> {
     [
         ("acme", "jane.doe@example.com"),
@@ -127,7 +127,8 @@ async fn create_filtered_push_subscription(
     );
 }
 
-/// Rows of a query as `column -> value`, each scalar as the REST API's string.
+/// Returns column `name` of a query row as text: the REST API returns every scalar as a
+/// string, and a NULL becomes the empty string.
 fn column(row: &BTreeMap<String, Value>, name: &str) -> String {
     row[name].as_str().unwrap_or_default().to_string()
 }
@@ -177,7 +178,8 @@ async fn upload_reaches_latest_results() {
         ("BIGQUERY_EMULATOR_HOST", bigquery_host.as_str()),
     ]))
     .unwrap();
-    let sink = results_sink::SinkState::new(&sink_config, gcs.clone(), Arc::new(dataset.inserter()));
+    let sink =
+        results_sink::SinkState::new(&sink_config, gcs.clone(), Arc::new(dataset.inserter()));
     let sink_url = serve(results_sink::router(sink)).await;
     pubsub
         .create_push_subscription(&format!("e2e-sink-{suffix}"), &results_topic, &sink_url)
@@ -303,7 +305,11 @@ async fn upload_reaches_latest_results() {
             .chars()
             .filter(|c| !matches!(c, ' ' | '(' | ')' | '-'))
             .collect();
-        assert_eq!(column(row, "name"), sent["name"].as_str().unwrap(), "{email}");
+        assert_eq!(
+            column(row, "name"),
+            sent["name"].as_str().unwrap(),
+            "{email}"
+        );
         assert_eq!(
             column(row, "company_domain"),
             sent["company_domain"].as_str().unwrap(),

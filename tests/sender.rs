@@ -27,7 +27,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const WAIT: Duration = Duration::from_secs(30);
 /// Latest arrival of a paced request after its due time that the gap checks accept. Arrival
 /// times carry scheduling noise of a few milliseconds on an idle machine and more on a busy
-/// one; a gap beyond this bound means the policy waited too long.
+/// one. A gap beyond this bound means the policy waited too long.
 const LATE: Duration = Duration::from_millis(250);
 /// Earliest arrival before its due time that the gap checks accept: two requests are
 /// timestamped on arrival, so the gap between them can look a few milliseconds short.
@@ -53,7 +53,11 @@ impl Drop for Sender {
 }
 
 impl Sender {
-    async fn start(config: Config, store: Arc<dyn ObjectStore>, inserter: Arc<dyn RowInserter>) -> Self {
+    async fn start(
+        config: Config,
+        store: Arc<dyn ObjectStore>,
+        inserter: Arc<dyn RowInserter>,
+    ) -> Self {
         let state = AppState::new(
             config,
             Backends {
@@ -100,7 +104,7 @@ impl Sender {
     }
 }
 
-/// A sender configuration with the local queue, signing, and short delays.
+/// Returns a sender configuration with the local queue, signing, and short delays.
 fn test_config(partner_url: &str) -> Config {
     Config {
         signing_secret: Some(SigningSecret::new(SECRET).unwrap()),
@@ -111,7 +115,7 @@ fn test_config(partner_url: &str) -> Config {
     }
 }
 
-/// The object resource JSON as Cloud Storage puts it in events: numbers as strings.
+/// Builds the object resource JSON as Cloud Storage puts it in events: numbers as strings.
 fn resource_json(object: &ObjectResource) -> Value {
     let mut resource = json!({
         "kind": "storage#object",
@@ -137,16 +141,22 @@ fn resource_json(object: &ObjectResource) -> Value {
     resource
 }
 
-/// An Eventarc CloudEvent in binary mode for a finalized object.
+/// Builds an Eventarc CloudEvent in binary mode for a finalized object.
 fn cloud_event(object: &ObjectResource) -> (Vec<(String, String)>, Vec<u8>) {
     let headers = [
         ("ce-specversion", "1.0".to_string()),
         ("ce-id", format!("evt-{}", unique_suffix())),
         (
             "ce-source",
-            format!("//storage.googleapis.com/projects/_/buckets/{}", object.bucket),
+            format!(
+                "//storage.googleapis.com/projects/_/buckets/{}",
+                object.bucket
+            ),
         ),
-        ("ce-type", "google.cloud.storage.object.v1.finalized".to_string()),
+        (
+            "ce-type",
+            "google.cloud.storage.object.v1.finalized".to_string(),
+        ),
         ("ce-subject", format!("objects/{}", object.name)),
         ("ce-time", "2024-05-01T12:00:00.000Z".to_string()),
         ("ce-bucket", object.bucket.clone()),
@@ -159,8 +169,8 @@ fn cloud_event(object: &ObjectResource) -> (Vec<(String, String)>, Vec<u8>) {
     (headers, resource_json(object).to_string().into_bytes())
 }
 
-/// A Cloud Storage notification as a Pub/Sub push delivers it, with the emulator's field
-/// spellings (`messageId` and `message_id` both present).
+/// Builds a Cloud Storage notification as a Pub/Sub push delivers it, with the emulator's
+/// field spellings (`messageId` and `message_id` both present).
 fn pubsub_notification(object: &ObjectResource) -> (Vec<(String, String)>, Vec<u8>) {
     let data = base64::engine::general_purpose::STANDARD.encode(resource_json(object).to_string());
     let message_id = numeric_id().to_string();
@@ -186,7 +196,7 @@ fn pubsub_notification(object: &ObjectResource) -> (Vec<(String, String)>, Vec<u
     (headers, body.to_string().into_bytes())
 }
 
-/// A unique decimal id, the form of Pub/Sub message ids.
+/// Returns a unique decimal id, the form of Pub/Sub message ids.
 fn numeric_id() -> u64 {
     u64::from_str_radix(&unique_suffix()[..12], 16).unwrap()
 }
@@ -235,7 +245,7 @@ fn assert_requests(requests: &[RecordedRequest], source: &SourceObject, expected
     }
 }
 
-/// A bucket of its own on fake-gcs-server.
+/// Creates a bucket of its own on fake-gcs-server.
 async fn emulator_bucket(prefix: &str) -> (StorageEmulator, String, Arc<GcsStore>) {
     let storage = StorageEmulator::from_env();
     let bucket = format!("{prefix}-{}", unique_suffix());
@@ -356,7 +366,11 @@ async fn ndjson_file_from_pubsub_notification() {
 
     let requests = partner.requests_after(Duration::from_millis(300)).await;
     // The object's metadata names the tenant of rows without one, before the path does.
-    assert_requests(&requests, &source, &[("t-meta", "a@example.com"), ("t-9", "b@example.com")]);
+    assert_requests(
+        &requests,
+        &source,
+        &[("t-meta", "a@example.com"), ("t-9", "b@example.com")],
+    );
 }
 
 #[tokio::test]
@@ -403,9 +417,19 @@ async fn gzipped_text_files_with_and_without_transcoding() {
             .into_iter()
             .filter(|request| request.json()["tenant_id"] == tenant)
             .collect();
-        assert_requests(&requests, &source, &[(tenant, "x@example.com"), (tenant, "y@example.com")]);
+        assert_requests(
+            &requests,
+            &source,
+            &[(tenant, "x@example.com"), (tenant, "y@example.com")],
+        );
     }
-    assert_eq!(partner.requests_after(Duration::from_millis(300)).await.len(), 4);
+    assert_eq!(
+        partner
+            .requests_after(Duration::from_millis(300))
+            .await
+            .len(),
+        4
+    );
 }
 
 #[tokio::test]
@@ -417,7 +441,12 @@ async fn redelivered_event_sends_each_email_once() {
 
     let emails: Vec<String> = (0..4).map(|i| format!("user{i}@example.com")).collect();
     let object = storage
-        .upload(&bucket, "incoming/t-1/again.txt", emails.join("\n").into_bytes(), Upload::default())
+        .upload(
+            &bucket,
+            "incoming/t-1/again.txt",
+            emails.join("\n").into_bytes(),
+            Upload::default(),
+        )
         .await;
     let event = cloud_event(&object);
 
@@ -457,21 +486,42 @@ async fn redelivery_after_restart_sends_nothing() {
     let (storage, bucket, store) = emulator_bucket("sender-restart").await;
     let partner = PartnerServer::start().await;
     let object = storage
-        .upload(&bucket, "incoming/t-1/once.txt", b"a@example.com\nb@example.com\n".to_vec(), Upload::default())
+        .upload(
+            &bucket,
+            "incoming/t-1/once.txt",
+            b"a@example.com\nb@example.com\n".to_vec(),
+            Upload::default(),
+        )
         .await;
     let event = cloud_event(&object);
     let source = source_of(&object);
 
-    let first = Sender::start(test_config(&partner.url()), store.clone(), Arc::new(MemoryInserter::new())).await;
+    let first = Sender::start(
+        test_config(&partner.url()),
+        store.clone(),
+        Arc::new(MemoryInserter::new()),
+    )
+    .await;
     first.trigger(&event).await;
     first.wait_for(&source).await;
     drop(first);
 
-    let second = Sender::start(test_config(&partner.url()), store, Arc::new(MemoryInserter::new())).await;
+    let second = Sender::start(
+        test_config(&partner.url()),
+        store,
+        Arc::new(MemoryInserter::new()),
+    )
+    .await;
     let (status, body) = second.trigger(&event).await;
     assert_eq!(status, 200, "{body}");
     second.wait_for(&source).await;
-    assert_eq!(partner.requests_after(Duration::from_millis(300)).await.len(), 2);
+    assert_eq!(
+        partner
+            .requests_after(Duration::from_millis(300))
+            .await
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -481,7 +531,11 @@ async fn delivery_rows_land_in_bigquery() {
     let partner = PartnerServer::start().await;
     // Requests arrive in this order: ok@ (500), bad@ one interval later (404), then ok@'s
     // retry after the 200 ms backoff (200).
-    partner.script([ScriptedResponse::status(500), ScriptedResponse::status(404), ScriptedResponse::status(200)]);
+    partner.script([
+        ScriptedResponse::status(500),
+        ScriptedResponse::status(404),
+        ScriptedResponse::status(200),
+    ]);
     let config = Config {
         project: dataset.project.clone(),
         bigquery_dataset: dataset.dataset.clone(),
@@ -491,7 +545,12 @@ async fn delivery_rows_land_in_bigquery() {
 
     let csv = "input_email,tenant_id\nok@example.com,t-1\nbad@example.com,t-1\nnot-an-email,t-1\nok@example.com,t-1\nnobody@example.com,\n";
     let object = storage
-        .upload(&bucket, "incoming/loose-file.csv", csv.as_bytes().to_vec(), Upload::default())
+        .upload(
+            &bucket,
+            "incoming/loose-file.csv",
+            csv.as_bytes().to_vec(),
+            Upload::default(),
+        )
         .await;
     let (status, body) = sender.trigger(&cloud_event(&object)).await;
     assert_eq!(status, 200, "{body}");
@@ -509,13 +568,22 @@ async fn delivery_rows_land_in_bigquery() {
     let generation = object.generation.clone();
     let ok_id = jobs::webhook_id(&source, "t-1", "ok@example.com");
     let bad_id = jobs::webhook_id(&source, "t-1", "bad@example.com");
-    let row = |delivery_id: &str, tenant: Value, email: &str, status: &str, attempts: &str, http: Value, error: Value| {
+    let row = |delivery_id: &str,
+               tenant: Value,
+               email: &str,
+               status: &str,
+               attempts: &str,
+               http: Value,
+               error: Value| {
         BTreeMap::from([
             ("delivery_id".to_string(), json!(delivery_id)),
             ("tenant_id".to_string(), tenant),
             ("partner_id".to_string(), json!(PARTNER_ID)),
             ("source_bucket".to_string(), json!(bucket)),
-            ("source_object".to_string(), json!("incoming/loose-file.csv")),
+            (
+                "source_object".to_string(),
+                json!("incoming/loose-file.csv"),
+            ),
             ("source_generation".to_string(), json!(generation)),
             ("input_email".to_string(), json!(email)),
             ("status".to_string(), json!(status)),
@@ -527,10 +595,14 @@ async fn delivery_rows_land_in_bigquery() {
     let requests = partner.requests();
     let got_404: Vec<String> = requests
         .iter()
-        .filter(|request| request.answered_status == 404)
+        .filter(|request| request.response_status == 404)
         .map(|request| request.json()["input_email"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(got_404, vec!["bad@example.com".to_string()], "requests: {requests:?}");
+    assert_eq!(
+        got_404,
+        vec!["bad@example.com".to_string()],
+        "requests: {requests:?}"
+    );
     let expected = vec![
         row(
             &bad_id,
@@ -548,13 +620,37 @@ async fn delivery_rows_land_in_bigquery() {
             "missing_tenant",
             "0",
             Value::Null,
-            json!("no tenant_id in the row, the object metadata or the object path (incoming/<tenant_id>/<file>)"),
+            json!(
+                "no tenant_id in the row, the object metadata or the object path (incoming/<tenant_id>/<file>)"
+            ),
         ),
-        row(&jobs::row_id(&source, 4), json!("t-1"), "not-an-email", "invalid_email", "0", Value::Null,
-            json!("the email is not a valid address (addr-spec with a dotted domain)")),
-        row(&ok_id, json!("t-1"), "ok@example.com", "delivered", "2", json!("200"), Value::Null),
-        row(&ok_id, json!("t-1"), "ok@example.com", "duplicate", "0", Value::Null,
-            json!("the same email already appeared for this tenant in this file")),
+        row(
+            &jobs::row_id(&source, 4),
+            json!("t-1"),
+            "not-an-email",
+            "invalid_email",
+            "0",
+            Value::Null,
+            json!("the email is not a valid address (addr-spec with a dotted domain)"),
+        ),
+        row(
+            &ok_id,
+            json!("t-1"),
+            "ok@example.com",
+            "delivered",
+            "2",
+            json!("200"),
+            Value::Null,
+        ),
+        row(
+            &ok_id,
+            json!("t-1"),
+            "ok@example.com",
+            "duplicate",
+            "0",
+            Value::Null,
+            json!("the same email already appeared for this tenant in this file"),
+        ),
     ];
     assert_eq!(rows, expected);
 }
@@ -563,8 +659,11 @@ async fn delivery_rows_land_in_bigquery() {
 // Local queue policy, with the state in memory
 // ---------------------------------------------------------------------------------------------
 
-/// A sender on a memory bucket holding one text file of `emails` for tenant `t-1`.
-async fn policy_sender(config: Config, emails: &[&str]) -> (Sender, Arc<MemoryInserter>, SourceObject, ObjectResource) {
+/// Starts a sender on a memory bucket that contains one text file of `emails` for tenant `t-1`.
+async fn policy_sender(
+    config: Config,
+    emails: &[&str],
+) -> (Sender, Arc<MemoryInserter>, SourceObject, ObjectResource) {
     let store = Arc::new(MemoryStore::new());
     let name = "incoming/t-1/policy.txt";
     let generation = store.put("input", name, emails.join("\n"), ObjectMeta::default());
@@ -612,8 +711,13 @@ fn final_row(inserter: &MemoryInserter) -> DeliveryRow {
 #[tokio::test]
 async fn local_queue_retries_500_with_backoff() {
     let partner = PartnerServer::start().await;
-    partner.script([ScriptedResponse::status(500), ScriptedResponse::status(500), ScriptedResponse::status(200)]);
-    let (sender, inserter, source, object) = policy_sender(test_config(&partner.url()), &["a@example.com"]).await;
+    partner.script([
+        ScriptedResponse::status(500),
+        ScriptedResponse::status(500),
+        ScriptedResponse::status(200),
+    ]);
+    let (sender, inserter, source, object) =
+        policy_sender(test_config(&partner.url()), &["a@example.com"]).await;
 
     sender.trigger(&cloud_event(&object)).await;
     sender.wait_for(&source).await;
@@ -624,7 +728,10 @@ async fn local_queue_retries_500_with_backoff() {
     assert_gap(gaps[0], Duration::from_millis(200), "first retry");
     assert_gap(gaps[1], Duration::from_millis(400), "second retry");
     for request in &requests {
-        assert_eq!(request.header("webhook-id"), requests[0].header("webhook-id"));
+        assert_eq!(
+            request.header("webhook-id"),
+            requests[0].header("webhook-id")
+        );
     }
 
     let row = final_row(&inserter);
@@ -638,7 +745,8 @@ async fn local_queue_retries_500_with_backoff() {
 async fn local_queue_gives_up_after_max_retries() {
     let partner = PartnerServer::start().await;
     partner.set_default(ScriptedResponse::status(503));
-    let (sender, inserter, source, object) = policy_sender(test_config(&partner.url()), &["a@example.com"]).await;
+    let (sender, inserter, source, object) =
+        policy_sender(test_config(&partner.url()), &["a@example.com"]).await;
 
     sender.trigger(&cloud_event(&object)).await;
     sender.wait_for(&source).await;
@@ -647,7 +755,11 @@ async fn local_queue_gives_up_after_max_retries() {
     assert_eq!(requests.len(), 4);
     let gaps = gaps(&requests);
     for (index, expected_ms) in [200, 400, 800].into_iter().enumerate() {
-        assert_gap(gaps[index], Duration::from_millis(expected_ms), &format!("retry {}", index + 1));
+        assert_gap(
+            gaps[index],
+            Duration::from_millis(expected_ms),
+            &format!("retry {}", index + 1),
+        );
     }
     let row = final_row(&inserter);
     assert_eq!(row.status, DeliveryStatus::Failed);
@@ -662,8 +774,12 @@ async fn local_queue_gives_up_after_max_retries() {
 #[tokio::test]
 async fn local_queue_honours_retry_after() {
     let partner = PartnerServer::start().await;
-    partner.script([ScriptedResponse::too_many_requests(2), ScriptedResponse::status(200)]);
-    let (sender, inserter, source, object) = policy_sender(test_config(&partner.url()), &["a@example.com"]).await;
+    partner.script([
+        ScriptedResponse::too_many_requests(2),
+        ScriptedResponse::status(200),
+    ]);
+    let (sender, inserter, source, object) =
+        policy_sender(test_config(&partner.url()), &["a@example.com"]).await;
 
     sender.trigger(&cloud_event(&object)).await;
     sender.wait_for(&source).await;
@@ -671,7 +787,11 @@ async fn local_queue_honours_retry_after() {
     let requests = partner.requests_after(Duration::from_millis(300)).await;
     assert_eq!(requests.len(), 2);
     // Retry-After (2 s) is longer than the first backoff (200 ms), so it sets the delay.
-    assert_gap(gaps(&requests)[0], Duration::from_secs(2), "retry after 429");
+    assert_gap(
+        gaps(&requests)[0],
+        Duration::from_secs(2),
+        "retry after 429",
+    );
     let row = final_row(&inserter);
     assert_eq!(row.status, DeliveryStatus::Delivered);
     assert_eq!(row.attempts, 2);
@@ -680,7 +800,10 @@ async fn local_queue_honours_retry_after() {
 #[tokio::test]
 async fn local_queue_retries_after_timeout() {
     let partner = PartnerServer::start().await;
-    partner.script([ScriptedResponse::hang(Duration::from_secs(3)), ScriptedResponse::status(200)]);
+    partner.script([
+        ScriptedResponse::hang(Duration::from_secs(3)),
+        ScriptedResponse::status(200),
+    ]);
     let config = Config {
         request_timeout: Duration::from_millis(300),
         ..test_config(&partner.url())
@@ -693,7 +816,11 @@ async fn local_queue_retries_after_timeout() {
     let requests = partner.requests_after(Duration::from_millis(300)).await;
     assert_eq!(requests.len(), 2);
     // The retry waits for the timeout (300 ms) and then the first backoff (200 ms).
-    assert_gap(gaps(&requests)[0], Duration::from_millis(500), "retry after timeout");
+    assert_gap(
+        gaps(&requests)[0],
+        Duration::from_millis(500),
+        "retry after timeout",
+    );
     let row = final_row(&inserter);
     assert_eq!(row.status, DeliveryStatus::Delivered);
     assert_eq!(row.attempts, 2);
@@ -721,22 +848,32 @@ async fn local_queue_timeouts_until_failed() {
     assert_eq!(row.last_http_status, None);
     let error = row.error.unwrap();
     assert!(
-        error.starts_with("the partner did not answer within the timeout: "),
+        error.starts_with("the request to the partner timed out: "),
         "{error}"
     );
-    assert!(error.ends_with("(no retries left after 2 attempts)"), "{error}");
+    assert!(
+        error.ends_with("(no retries left after 2 attempts)"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn local_queue_does_not_retry_404() {
     let partner = PartnerServer::start().await;
     partner.script([ScriptedResponse::status(404)]);
-    let (sender, inserter, source, object) = policy_sender(test_config(&partner.url()), &["a@example.com"]).await;
+    let (sender, inserter, source, object) =
+        policy_sender(test_config(&partner.url()), &["a@example.com"]).await;
 
     sender.trigger(&cloud_event(&object)).await;
     sender.wait_for(&source).await;
 
-    assert_eq!(partner.requests_after(Duration::from_millis(500)).await.len(), 1);
+    assert_eq!(
+        partner
+            .requests_after(Duration::from_millis(500))
+            .await
+            .len(),
+        1
+    );
     let row = final_row(&inserter);
     assert_eq!(row.status, DeliveryStatus::Failed);
     assert_eq!(row.attempts, 1);
@@ -753,7 +890,13 @@ async fn local_queue_paces_requests_retries_included() {
         retry_base_delay: Duration::from_millis(100),
         ..test_config(&partner.url())
     };
-    let emails = ["a@example.com", "b@example.com", "c@example.com", "d@example.com", "e@example.com"];
+    let emails = [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "d@example.com",
+        "e@example.com",
+    ];
     let (sender, inserter, source, object) = policy_sender(config, &emails).await;
 
     let started = Instant::now();
@@ -768,7 +911,10 @@ async fn local_queue_paces_requests_retries_included() {
         assert_gap(gap, Duration::from_millis(150), &format!("gap {index}"));
     }
     let elapsed = requests.last().unwrap().received_at.duration_since(started);
-    assert!(elapsed >= Duration::from_millis(750), "six requests took {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(750),
+        "six requests took {elapsed:?}"
+    );
 
     let delivered = inserter
         .rows("deliveries")
@@ -785,13 +931,21 @@ async fn local_queue_default_interval_is_one_second() {
         signing_secret: None,
         ..Config::local("test-project", PARTNER_ID, &partner.url())
     };
-    let (sender, _, source, object) = policy_sender(config, &["a@example.com", "b@example.com"]).await;
+    let (sender, _, source, object) =
+        policy_sender(config, &["a@example.com", "b@example.com"]).await;
 
     sender.trigger(&cloud_event(&object)).await;
     sender.wait_for(&source).await;
 
     let requests = partner.requests();
     assert_eq!(requests.len(), 2);
-    assert_gap(gaps(&requests)[0], Duration::from_millis(1000), "default interval");
+    assert_gap(
+        gaps(&requests)[0],
+        Duration::from_millis(1000),
+        "default interval",
+    );
     assert_eq!(requests[0].header("webhook-signature"), None);
+    assert_eq!(requests[0].header("webhook-timestamp"), None);
+    let id = requests[0].header("webhook-id").expect("webhook-id is sent unsigned too");
+    assert!(id.starts_with("msg_"), "webhook-id {id}");
 }

@@ -10,18 +10,19 @@
 #   --load-secs N   seconds of load per receiver measurement (default: 10)
 #
 # What it measures (BENCHMARKS.md explains each figure and what limits it):
-#   receiver  requests per second and p50/p99 latency at concurrency 1, 16 and 64 with oha,
-#             against (a) the receiver with an in-memory publisher, (b) the receiver binary
-#             with the Pub/Sub emulator and (c) a bare axum server, the ceiling; p99 at a fixed
-#             1000 requests per second on (a); idle and loaded RSS; time from process start to
-#             the first 200. Every request is signed with Standard Webhooks (AUTH_MODE=signature)
-#             and carries the payload in tests/bench/payload.json.
+#   receiver  requests per second, p50/p99 latency and server CPU per request at concurrency
+#             1, 16 and 64 with oha, against (a) the receiver with an in-memory publisher (also
+#             with RUST_LOG=warn, and with AUTH_MODE=none too), (b) the receiver binary with the
+#             Pub/Sub emulator and (c) a bare axum server, the ceiling; p99 at a fixed 1000
+#             requests per second on (a); idle and loaded RSS; time from process start to the
+#             first 200. Every request is signed with Standard Webhooks and carries the payload
+#             in tests/bench/payload.json.
 #   sender    emails per second and peak RSS to parse and enqueue 1 M-line CSV, NDJSON and
 #             gzipped files with the queue stubbed; pacing of the local queue over 200 requests
-#             at 20 per second against a partner server on 127.0.0.1.
-#   sink      rows per second at concurrency 64 with micro-batching (BATCH_MAX_ROWS=500) and
-#             with one insert per message (BATCH_MAX_ROWS=1), into an in-memory warehouse and
-#             into the BigQuery emulator.
+#             at 20 per second (and at one per 51 ms) against a partner server on 127.0.0.1.
+#   sink      rows per second at concurrency 64 with micro-batching (BATCH_MAX_ROWS=500, and
+#             the variants 64 rows or no wait) and with one insert per message
+#             (BATCH_MAX_ROWS=1), into an in-memory warehouse and into the BigQuery emulator.
 #
 # Environment:
 #   ENRICHMENT_CACHE_DIR  cache for oha, the Python environments and the Cargo target directory
@@ -50,6 +51,7 @@ OHA_ROOT="$CACHE/bin/oha-$OHA_VERSION"
 OHA="$OHA_ROOT/bin/oha"
 
 CONCURRENCY_LEVELS=(1 16 64)
+CLOCK_TICKS=$(getconf CLK_TCK)
 WARMUP_SECS=2
 FIXED_RATE=1000
 FIXED_RATE_SECS=10
@@ -69,7 +71,7 @@ PACING_INTERVAL_MS=50
 PARSE_LINES=1000000
 
 usage() {
-    sed -n '2,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,34s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 parts=()
@@ -120,6 +122,10 @@ RESULTS="$OUT/results.jsonl"
 # The emulator helpers keep their logs, data and process list here.
 RUN_DIR="$OUT/emulators"
 mkdir -p "$RUN_DIR"
+
+# Process group of the emulator that the current measurement uses, for its CPU time; empty
+# when none is used.
+EMULATOR_GROUP=""
 
 # Servers started by this script: "PID start-time" pairs, stopped by PID at exit.
 started_servers=()
@@ -190,7 +196,7 @@ build_release() {
             targets+=(-p inbound-receiver --bin inbound-receiver --example bench_receiver
                 --example bench_ceiling)
             ;;
-        sender) targets+=(-p outbound-sender --example bench_parse --example bench_pacing) ;;
+        sender) targets+=(-p outbound-sender --example parse_throughput --example bench_pacing) ;;
         sink) targets+=(-p results-sink --example bench_sink) ;;
         esac
     done
@@ -249,6 +255,29 @@ wait_for_port() {
     die "nothing listens on 127.0.0.1:$port after 30 s; see $OUT/logs"
 }
 
+# Prints the CPU time (user and system) that process PID has used, in clock ticks.
+cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat")
+    # Field 2 (the command name) may contain spaces, so split after its closing bracket.
+    # There, fields 14 (utime) and 15 (stime) have the indexes 11 and 12.
+    local -a fields
+    read -ra fields <<<"${stat##*) }"
+    echo $((fields[11] + fields[12]))
+}
+
+# Prints the CPU time that the processes of the process group LEADER have used, in clock
+# ticks. The emulators run as process groups (a launcher script and Java or Python).
+group_cpu_ticks() {
+    local leader=$1 total=0 pid pgid ticks
+    while read -r pid pgid; do
+        [[ "$pgid" == "$leader" ]] || continue
+        ticks=$(cpu_ticks "$pid" 2>/dev/null) || continue
+        total=$((total + ticks))
+    done < <(ps -e -o pid=,pgid=)
+    echo "$total"
+}
+
 # Prints the field FIELD (VmRSS or VmHWM) of process PID in KiB.
 memory_kb() {
     awk -v field="$2:" '$1 == field {print $2}' "/proc/$1/status"
@@ -258,10 +287,10 @@ memory_kb() {
 # Receiver
 # ---------------------------------------------------------------------------------------------
 
-# The receiver's environment, without the Pub/Sub emulator.
+# Prints the receiver's environment without the listen address and the Pub/Sub emulator, one
+# VAR=value a line.
 receiver_env() {
-    local port=$1
-    printf '%s\n' "PORT=$port" BIND_ADDRESS=127.0.0.1 GOOGLE_CLOUD_PROJECT="$EMULATOR_PROJECT" \
+    printf '%s\n' GOOGLE_CLOUD_PROJECT="$EMULATOR_PROJECT" \
         PARTNER_ID="$PARTNER_ID" RESULTS_TOPIC="$RESULTS_TOPIC" AUTH_MODE=signature \
         WEBHOOK_SECRETS="$WEBHOOK_SECRET" LOG_HASH_KEY="$LOG_HASH_KEY_VALUE" RUST_LOG=info \
         LOG_FORMAT=json
@@ -283,14 +312,20 @@ run_oha() {
         "${headers[@]}" "$@" "http://127.0.0.1:$port/" >"$file"
 }
 
-# Measures one server at one concurrency and records the result under TARGET.
+# Measures the server PID on PORT at one concurrency and records the result under TARGET,
+# with the CPU time the server used per request.
 measure_load() {
-    local target=$1 port=$2 concurrency=$3
-    local file="$OUT/receiver-$target-c$concurrency.json" summary
+    local target=$1 pid=$2 port=$3 concurrency=$4
+    local file="$OUT/receiver-$target-c$concurrency.json" summary ticks_before ticks_after
+    local emulator_before=0 emulator_after=0
+    ticks_before=$(cpu_ticks "$pid")
+    [[ -z "$EMULATOR_GROUP" ]] || emulator_before=$(group_cpu_ticks "$EMULATOR_GROUP")
     run_oha "$port" "$file" -z "${LOAD_SECS}s" -c "$concurrency"
+    ticks_after=$(cpu_ticks "$pid")
+    [[ -z "$EMULATOR_GROUP" ]] || emulator_after=$(group_cpu_ticks "$EMULATOR_GROUP")
     summary=$("$PYTHON" "$HELPERS" oha-summary "$file")
     echo "  $target, concurrency $concurrency: $summary"
-    record_result "{\"kind\":\"receiver-load\",\"target\":\"$target\",\"concurrency\":$concurrency,\"load_avg\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"oha\":$summary}"
+    record_result "{\"kind\":\"receiver-load\",\"target\":\"$target\",\"concurrency\":$concurrency,\"server_cpu_ticks\":$((ticks_after - ticks_before)),\"emulator_cpu_ticks\":$((emulator_after - emulator_before)),\"clock_ticks_per_sec\":$CLOCK_TICKS,\"load_avg\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"oha\":$summary}"
 }
 
 record_memory() {
@@ -308,82 +343,106 @@ measure_startup() {
     local port summary
     port=$(free_port)
     local -a env_args=()
-    mapfile -t env_args < <(receiver_env "$port")
+    mapfile -t env_args < <(receiver_env)
     summary=$("$PYTHON" "$HELPERS" first-200 --port "$port" --body "$PAYLOAD" \
-        --secret "$WEBHOOK_SECRET" --runs 5 -- env "${env_args[@]}" "$@" 2>>"$OUT/logs/startup-$target.log")
+        --secret "$WEBHOOK_SECRET" --runs 5 -- env "${env_args[@]}" PORT="$port" \
+        BIND_ADDRESS=127.0.0.1 "$@" 2>>"$OUT/logs/startup-$target.log")
     echo "  $target, start to first 200: $summary"
     record_result "{\"kind\":\"startup\",\"target\":\"$target\",\"result\":$summary}"
 }
 
+# Starts a receiver variant NAME as ENV... BINARY on a free port, waits until it listens and
+# records its idle RSS. Leaves the port in VARIANT_PORT[NAME], the PID in VARIANT_PID[NAME]
+# and the idle RSS in KiB in VARIANT_IDLE_KB[NAME].
+declare -A VARIANT_PORT VARIANT_PID VARIANT_IDLE_KB
+start_variant() {
+    local name=$1
+    shift
+    local port
+    port=$(free_port)
+    start_server "$name" PORT="$port" BIND_ADDRESS=127.0.0.1 "$@"
+    VARIANT_PORT[$name]=$port
+    VARIANT_PID[$name]=$SERVER_PID
+    wait_for_port "$port" "$SERVER_PID"
+}
+
+# Records the idle RSS of every started variant, after a second without requests.
+record_idle_memory() {
+    sleep 1
+    local name
+    for name in "$@"; do
+        VARIANT_IDLE_KB[$name]=$(memory_kb "${VARIANT_PID[$name]}" VmRSS)
+    done
+}
+
 bench_receiver_memory_and_ceiling() {
     step "Receiver: in-memory publisher (a) against the bare axum ceiling (c)"
-    local memory_port ceiling_port memory_pid ceiling_pid memory_idle ceiling_idle
     local -a env_args=()
-    memory_port=$(free_port)
-    mapfile -t env_args < <(receiver_env "$memory_port")
-    start_server receiver-memory "${env_args[@]}" "$RELEASE_DIR/examples/bench_receiver"
-    memory_pid=$SERVER_PID
-    ceiling_port=$(free_port)
-    start_server ceiling PORT="$ceiling_port" BIND_ADDRESS=127.0.0.1 \
-        "$RELEASE_DIR/examples/bench_ceiling"
-    ceiling_pid=$SERVER_PID
-    wait_for_port "$memory_port" "$memory_pid"
-    wait_for_port "$ceiling_port" "$ceiling_pid"
-
-    sleep 1
-    memory_idle=$(memory_kb "$memory_pid" VmRSS)
-    ceiling_idle=$(memory_kb "$ceiling_pid" VmRSS)
+    mapfile -t env_args < <(receiver_env)
+    # (a) as deployed: signatures checked, one JSON log line per request and one per publish.
+    start_variant memory "${env_args[@]}" "$RELEASE_DIR/examples/bench_receiver"
+    # Two changes tried against the profile of (a): no per-request logs, and no signature check.
+    start_variant memory-quiet "${env_args[@]}" RUST_LOG=warn \
+        "$RELEASE_DIR/examples/bench_receiver"
+    start_variant memory-quiet-noauth "${env_args[@]}" RUST_LOG=warn AUTH_MODE=none \
+        "$RELEASE_DIR/examples/bench_receiver"
+    start_variant ceiling "$RELEASE_DIR/examples/bench_ceiling"
+    local -a variants=(ceiling memory memory-quiet memory-quiet-noauth)
+    record_idle_memory "${variants[@]}"
 
     # Warm-up: connections, allocator pools and the CPU caches.
-    run_oha "$ceiling_port" "$OUT/warmup-ceiling.json" -z "${WARMUP_SECS}s" -c 16
-    run_oha "$memory_port" "$OUT/warmup-memory.json" -z "${WARMUP_SECS}s" -c 16
+    local name
+    for name in "${variants[@]}"; do
+        run_oha "${VARIANT_PORT[$name]}" "$OUT/warmup-$name.json" -z "${WARMUP_SECS}s" -c 16
+    done
 
-    # The ceiling and the receiver take turns at each concurrency, so that load from other
-    # processes on the machine affects both alike.
+    # The variants take turns at each concurrency, so that load from other processes on the
+    # machine affects them alike.
     local concurrency
     for concurrency in "${CONCURRENCY_LEVELS[@]}"; do
-        measure_load ceiling "$ceiling_port" "$concurrency"
-        measure_load memory "$memory_port" "$concurrency"
+        for name in "${variants[@]}"; do
+            measure_load "$name" "${VARIANT_PID[$name]}" "${VARIANT_PORT[$name]}" "$concurrency"
+        done
     done
-    record_memory memory "$memory_pid" "$memory_idle"
-    record_memory ceiling "$ceiling_pid" "$ceiling_idle"
+    for name in memory ceiling; do
+        record_memory "$name" "${VARIANT_PID[$name]}" "${VARIANT_IDLE_KB[$name]}"
+    done
 
     step "Receiver: p99 at a fixed $FIXED_RATE requests per second, in-memory publisher"
     local file="$OUT/receiver-memory-rate$FIXED_RATE.json" summary
     # --latency-correction measures from each request's scheduled start, so a stall also
     # counts against the requests that queued behind it.
-    run_oha "$memory_port" "$file" -z "${FIXED_RATE_SECS}s" -c 16 -q "$FIXED_RATE" \
+    run_oha "${VARIANT_PORT[memory]}" "$file" -z "${FIXED_RATE_SECS}s" -c 16 -q "$FIXED_RATE" \
         --latency-correction
     summary=$("$PYTHON" "$HELPERS" oha-summary "$file")
     echo "  fixed rate: $summary"
     record_result "{\"kind\":\"receiver-fixed-rate\",\"target\":\"memory\",\"rate\":$FIXED_RATE,\"oha\":$summary}"
 
-    stop_last_servers "${started_servers[@]: -2}"
+    stop_last_servers "${started_servers[@]: -4}"
 }
 
 bench_receiver_emulator() {
     step "Receiver: the inbound-receiver binary with the Pub/Sub emulator (b)"
     start_emulator pubsub "$PUBSUB_READY_TIMEOUT_SECS" launch_pubsub pubsub_is_ready
     PUBSUB_PORT=$STARTED_PORT
+    EMULATOR_GROUP=$LAUNCHED_PID
     create_pubsub_topic "$RESULTS_TOPIC"
 
-    local port pid idle concurrency
     local -a env_args=()
-    port=$(free_port)
-    mapfile -t env_args < <(receiver_env "$port")
-    start_server receiver-emulator "${env_args[@]}" PUBSUB_EMULATOR_HOST="127.0.0.1:$PUBSUB_PORT" \
+    mapfile -t env_args < <(receiver_env)
+    start_variant emulator "${env_args[@]}" PUBSUB_EMULATOR_HOST="127.0.0.1:$PUBSUB_PORT" \
         "$RELEASE_DIR/inbound-receiver"
-    pid=$SERVER_PID
-    wait_for_port "$port" "$pid"
-    sleep 1
-    idle=$(memory_kb "$pid" VmRSS)
+    record_idle_memory emulator
 
-    run_oha "$port" "$OUT/warmup-emulator.json" -z "${WARMUP_SECS}s" -c 16
+    run_oha "${VARIANT_PORT[emulator]}" "$OUT/warmup-emulator.json" -z "${WARMUP_SECS}s" -c 16
+    local concurrency
     for concurrency in "${CONCURRENCY_LEVELS[@]}"; do
-        measure_load emulator "$port" "$concurrency"
+        measure_load emulator "${VARIANT_PID[emulator]}" "${VARIANT_PORT[emulator]}" \
+            "$concurrency"
     done
-    record_memory emulator "$pid" "$idle"
+    record_memory emulator "${VARIANT_PID[emulator]}" "${VARIANT_IDLE_KB[emulator]}"
     stop_last_servers "${started_servers[@]: -1}"
+    EMULATOR_GROUP=""
 
     step "Receiver: time from process start to the first 200 (5 starts each)"
     measure_startup memory "$RELEASE_DIR/examples/bench_receiver"
@@ -397,27 +456,35 @@ bench_receiver_emulator() {
 # ---------------------------------------------------------------------------------------------
 
 bench_sender() {
-    step "Sender: parse and enqueue $PARSE_LINES-line files (queue stubbed)"
-    local data="$OUT/sender-data"
-    mkdir -p "$data"
-    local format file report
-    for format in csv ndjson csv.gz; do
-        file="$data/emails-$PARSE_LINES.$format"
-        # /usr/bin/time -f %M reports the peak RSS in KiB.
-        report=$(/usr/bin/time -f 'peak_rss_kb=%M' -o "$OUT/logs/parse-$format.time" \
-            "$RELEASE_DIR/examples/bench_parse" --lines "$PARSE_LINES" --file "$file" \
+    step "Sender: parse and enqueue $PARSE_LINES-line files (queue and BigQuery stubbed)"
+    # parse_throughput (written with the sender) prints one Markdown row per format:
+    # | format | lines | jobs | seconds | emails/s | peak RSS (MiB) |, where the peak RSS is
+    # VmHWM of a process that read only that format.
+    local format row
+    local -a cells
+    for format in csv ndjson text-gz; do
+        row=$("$RELEASE_DIR/examples/parse_throughput" "$PARSE_LINES" "$format" \
             2>>"$OUT/logs/parse-$format.log")
-        local peak_kb
-        peak_kb=$(sed -n 's/^peak_rss_kb=//p' "$OUT/logs/parse-$format.time")
-        echo "  $format: $report, peak RSS $peak_kb KiB"
-        record_result "{\"kind\":\"parse\",\"format\":\"$format\",\"peak_rss_kb\":$peak_kb,\"result\":$report}"
+        echo "  $row"
+        IFS='|' read -ra cells <<<"$row"
+        # cells[0] is the empty text before the first bar.
+        record_result "{\"kind\":\"parse\",\"format\":\"${cells[1]// /}\",\"lines\":${cells[2]// /},\"jobs\":${cells[3]// /},\"seconds\":${cells[4]// /},\"emails_per_sec\":${cells[5]// /},\"peak_rss_mib\":${cells[6]// /}}"
     done
 
     step "Sender: pacing of the local queue, $PACING_REQUESTS requests at one per $PACING_INTERVAL_MS ms"
-    report=$(BENCH_REQUESTS=$PACING_REQUESTS MIN_REQUEST_INTERVAL_MS=$PACING_INTERVAL_MS \
-        RUST_LOG=warn "$RELEASE_DIR/examples/bench_pacing" 2>>"$OUT/logs/pacing.log")
-    echo "  pacing: $report"
-    record_result "{\"kind\":\"pacing\",\"result\":$report}"
+    measure_pacing "$PACING_INTERVAL_MS"
+    # Change tried: one more millisecond, the resolution of Tokio's timer, as a margin.
+    measure_pacing $((PACING_INTERVAL_MS + 1))
+}
+
+# Runs the local queue with MIN_REQUEST_INTERVAL_MS=INTERVAL_MS and records the gaps, to be
+# judged against PACING_INTERVAL_MS.
+measure_pacing() {
+    local interval_ms=$1 report
+    report=$(BENCH_REQUESTS=$PACING_REQUESTS MIN_REQUEST_INTERVAL_MS=$interval_ms \
+        "$RELEASE_DIR/examples/bench_pacing" 2>>"$OUT/logs/pacing.log")
+    echo "  MIN_REQUEST_INTERVAL_MS=$interval_ms: $report"
+    record_result "{\"kind\":\"pacing\",\"target_interval_ms\":$PACING_INTERVAL_MS,\"result\":$report}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -428,30 +495,44 @@ bench_sender() {
 run_sink() {
     local label=$1
     shift
-    local report
+    local report emulator_before=0 emulator_after=0
+    [[ -z "$EMULATOR_GROUP" ]] || emulator_before=$(group_cpu_ticks "$EMULATOR_GROUP")
     report=$(env GOOGLE_CLOUD_PROJECT="$EMULATOR_PROJECT" ARCHIVE_BUCKET=bench-archive \
         BIGQUERY_DATASET="bench_$(unique_id)" LOG_HASH_KEY="$LOG_HASH_KEY_VALUE" RUST_LOG=info \
         BENCH_CONCURRENCY="$SINK_CONCURRENCY" BENCH_MESSAGES="$SINK_MESSAGES" \
         BENCH_MAX_SECS="$SINK_MAX_SECS" "$@" "$RELEASE_DIR/examples/bench_sink" \
         2>&1 >/dev/null | tee -a "$OUT/logs/sink-$label.log" | tail -n 1)
+    [[ -z "$EMULATOR_GROUP" ]] || emulator_after=$(group_cpu_ticks "$EMULATOR_GROUP")
     echo "  $label: $report"
-    record_result "{\"kind\":\"sink\",\"label\":\"$label\",\"result\":$report}"
+    record_result "{\"kind\":\"sink\",\"label\":\"$label\",\"emulator_cpu_ticks\":$((emulator_after - emulator_before)),\"clock_ticks_per_sec\":$CLOCK_TICKS,\"result\":$report}"
 }
 
 unique_id() {
     "$PYTHON" -c 'import uuid; print(uuid.uuid4().hex[:12])'
 }
 
+# Runs the sink with the default batching (500 rows, 50 ms), with one insert per message, and
+# with two changes tried: batches of at most the concurrency, and no wait for more rows.
+# EXTRA_ENV... selects the warehouse.
+run_sink_variants() {
+    local warehouse=$1
+    shift
+    run_sink "$warehouse-batch500" BATCH_MAX_ROWS=500 BATCH_MAX_WAIT_MS=50 "$@"
+    run_sink "$warehouse-batch1" BATCH_MAX_ROWS=1 BATCH_MAX_WAIT_MS=50 "$@"
+    run_sink "$warehouse-batch$SINK_CONCURRENCY" BATCH_MAX_ROWS="$SINK_CONCURRENCY" \
+        BATCH_MAX_WAIT_MS=50 "$@"
+    run_sink "$warehouse-batch500-wait0" BATCH_MAX_ROWS=500 BATCH_MAX_WAIT_MS=0 "$@"
+}
+
 bench_sink() {
     step "Sink: rows per second at concurrency $SINK_CONCURRENCY, in-memory warehouse"
-    run_sink memory-batch500 BATCH_MAX_ROWS=500
-    run_sink memory-batch1 BATCH_MAX_ROWS=1
+    run_sink_variants memory
 
     step "Sink: rows per second at concurrency $SINK_CONCURRENCY, BigQuery emulator"
     start_emulator bigquery "$BIGQUERY_READY_TIMEOUT_SECS" launch_bigquery bigquery_is_ready
-    local bigquery_host="127.0.0.1:$STARTED_PORT"
-    run_sink emulator-batch500 BATCH_MAX_ROWS=500 BIGQUERY_EMULATOR_HOST="$bigquery_host"
-    run_sink emulator-batch1 BATCH_MAX_ROWS=1 BIGQUERY_EMULATOR_HOST="$bigquery_host"
+    EMULATOR_GROUP=$LAUNCHED_PID
+    run_sink_variants emulator BIGQUERY_EMULATOR_HOST="127.0.0.1:$STARTED_PORT"
+    EMULATOR_GROUP=""
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -462,7 +543,6 @@ step "Prerequisites"
 require_command cargo "Install Rust with rustup (https://rustup.rs)."
 require_command "$PYTHON" "Install Python 3 or set PYTHON."
 require_command curl "Install the Debian package curl."
-[[ -x /usr/bin/time ]] || die "/usr/bin/time is missing; install the Debian package time."
 install_oha
 install_emulators
 describe_machine

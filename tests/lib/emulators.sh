@@ -321,7 +321,7 @@ write_emulator_env() {
     printf 'export BIGQUERY_EMULATOR_GRPC_HOST=%q\n' "127.0.0.1:$BIGQUERY_GRPC_PORT"
     printf 'export GOOGLE_CLOUD_PROJECT=%q\n' "$EMULATOR_PROJECT"
     printf 'export GCS_NOTIFICATION_TOPIC=%q\n' "$GCS_NOTIFICATION_TOPIC"
-    printf 'export LOG_HASH_KEY=%q\n' test-key
+    printf 'export LOG_HASH_KEY=%q\n' test-log-hash-key-0123456789
 }
 
 # Ends every process recorded in $RUN_DIR/pids whose start time still matches: SIGTERM to

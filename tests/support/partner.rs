@@ -1,5 +1,5 @@
 //! A partner's webhook endpoint for tests: a real HTTP server on `127.0.0.1:0` that records
-//! every request and answers from a script.
+//! every request and responds from a script.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -22,19 +22,19 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{Notify, oneshot};
 
-/// One answer of the partner: a status, headers, a body, and an optional delay before it.
+/// One response of the partner: a status, headers, a body, and an optional delay before it.
 #[derive(Debug, Clone)]
 pub struct ScriptedResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
-    /// How long the server waits before answering. A delay longer than the client's timeout
+    /// How long the server waits before responding. A delay longer than the client's timeout
     /// makes the request time out.
     pub delay: Duration,
 }
 
 impl ScriptedResponse {
-    /// An answer with `status`, a JSON body `{"status":"accepted"}` and no delay.
+    /// Builds a response with `status`, a JSON body `{"status":"accepted"}` and no delay.
     pub fn status(status: u16) -> Self {
         Self {
             status,
@@ -44,12 +44,12 @@ impl ScriptedResponse {
         }
     }
 
-    /// A 429 with `Retry-After: <seconds>`.
+    /// Builds a 429 with `Retry-After: <seconds>`.
     pub fn too_many_requests(retry_after_secs: u64) -> Self {
         Self::status(429).with_header("retry-after", &retry_after_secs.to_string())
     }
 
-    /// A 200 sent only after `delay`, to make the client time out.
+    /// Builds a 200 sent only after `delay`, to make the client time out.
     pub fn hang(delay: Duration) -> Self {
         Self::status(200).with_delay(delay)
     }
@@ -82,8 +82,8 @@ pub struct RecordedRequest {
     pub received_at: Instant,
     /// The same moment on the wall clock.
     pub received_at_wall: SystemTime,
-    /// The status the server answered with (or would have, for a request that timed out).
-    pub answered_status: u16,
+    /// The status of the server's response (sent too late for a request that timed out).
+    pub response_status: u16,
 }
 
 impl RecordedRequest {
@@ -130,7 +130,7 @@ pub struct PartnerServer {
 }
 
 impl PartnerServer {
-    /// Starts a server on `127.0.0.1` at a free port that answers 200 until scripted.
+    /// Starts a server on `127.0.0.1` at a free port that responds with 200 until scripted.
     pub async fn start() -> Self {
         let shared = Arc::new(Shared {
             script: Mutex::new(VecDeque::new()),
@@ -161,7 +161,7 @@ impl PartnerServer {
         }
     }
 
-    /// The webhook URL, `http://127.0.0.1:PORT/webhook`.
+    /// Returns the webhook URL, `http://127.0.0.1:PORT/webhook`.
     pub fn url(&self) -> String {
         format!("http://{}/webhook", self.address)
     }
@@ -170,13 +170,13 @@ impl PartnerServer {
         self.address
     }
 
-    /// Appends answers to the script. Each request takes the next one; when the script is
-    /// empty, requests get the default answer.
+    /// Appends responses to the script. Each request takes the next one, and when the script
+    /// is empty, requests get the default response.
     pub fn script(&self, responses: impl IntoIterator<Item = ScriptedResponse>) {
         lock(&self.shared.script).extend(responses);
     }
 
-    /// Sets the answer used when the script is empty (200 at start).
+    /// Sets the response used when the script is empty (200 at start).
     pub fn set_default(&self, response: ScriptedResponse) {
         *lock(&self.shared.default_response) = response;
     }
@@ -221,7 +221,9 @@ impl Drop for PartnerServer {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -233,7 +235,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .unwrap_or_default();
 
     let scripted = lock(&shared.script).pop_front();
-    let answer = scripted.unwrap_or_else(|| lock(&shared.default_response).clone());
+    let response = scripted.unwrap_or_else(|| lock(&shared.default_response).clone());
 
     lock(&shared.requests).push(RecordedRequest {
         method: parts.method,
@@ -242,25 +244,25 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         body,
         received_at,
         received_at_wall,
-        answered_status: answer.status,
+        response_status: response.status,
     });
     shared.arrived.notify_waiters();
 
-    if !answer.delay.is_zero() {
-        tokio::time::sleep(answer.delay).await;
+    if !response.delay.is_zero() {
+        tokio::time::sleep(response.delay).await;
     }
-    to_response(&answer)
+    to_response(&response)
 }
 
-fn to_response(answer: &ScriptedResponse) -> Response {
-    let status = StatusCode::from_u16(answer.status).expect("a valid scripted HTTP status");
+fn to_response(scripted: &ScriptedResponse) -> Response {
+    let status = StatusCode::from_u16(scripted.status).expect("a valid scripted HTTP status");
     let mut headers = HeaderMap::new();
-    for (name, value) in &answer.headers {
+    for (name, value) in &scripted.headers {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid scripted header name");
         let value = HeaderValue::from_str(value).expect("a valid scripted header value");
         headers.append(name, value);
     }
-    (status, headers, answer.body.clone()).into_response()
+    (status, headers, scripted.body.clone()).into_response()
 }
 
 #[cfg(test)]
@@ -275,7 +277,7 @@ mod tests {
             ScriptedResponse::too_many_requests(2),
         ]);
         let client = reqwest::Client::new();
-        let mut answers = Vec::new();
+        let mut observed = Vec::new();
         for i in 0..3 {
             let response = client
                 .post(partner.url())
@@ -288,10 +290,10 @@ mod tests {
                 .headers()
                 .get("retry-after")
                 .map(|value| value.to_str().unwrap().to_string());
-            answers.push((response.status().as_u16(), retry_after));
+            observed.push((response.status().as_u16(), retry_after));
         }
         assert_eq!(
-            answers,
+            observed,
             vec![(500, None), (429, Some("2".to_string())), (200, None)]
         );
 
@@ -300,7 +302,7 @@ mod tests {
         assert_eq!(requests[1].json(), serde_json::json!({"n": 1}));
         assert_eq!(requests[1].uri, "/webhook");
         assert_eq!(requests[1].header("content-type"), Some("application/json"));
-        assert_eq!(requests[2].answered_status, 200);
+        assert_eq!(requests[2].response_status, 200);
         assert!(requests[0].received_at <= requests[1].received_at);
     }
 

@@ -176,7 +176,9 @@ impl StorageEmulator {
             status.is_success(),
             "reading gs://{bucket}/{name} failed with {status}: {text}"
         );
-        Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("object resource ({e}): {text}")))
+        Some(
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("object resource ({e}): {text}")),
+        )
     }
 
     /// Lists the objects of `bucket` whose names start with `prefix`, following page tokens.
@@ -198,15 +200,20 @@ impl StorageEmulator {
             if let Some(token) = &page_token {
                 url.query_pairs_mut().append_pair("pageToken", token);
             }
-            let response = self.http.get(url).send().await.expect("list objects request");
+            let response = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .expect("list objects request");
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
             assert!(
                 status.is_success(),
                 "listing gs://{bucket}/{prefix} failed with {status}: {text}"
             );
-            let page: Page = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("object list ({e}): {text}"));
+            let page: Page =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("object list ({e}): {text}"));
             objects.extend(page.items);
             match page.next_page_token {
                 Some(token) if !token.is_empty() => page_token = Some(token),
@@ -232,7 +239,10 @@ impl StorageEmulator {
             return None;
         }
         let status = response.status();
-        assert!(status.is_success(), "reading gs://{bucket}/{name} failed with {status}");
+        assert!(
+            status.is_success(),
+            "reading gs://{bucket}/{name} failed with {status}"
+        );
         Some(response.bytes().await.expect("object bytes"))
     }
 }

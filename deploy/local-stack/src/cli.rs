@@ -35,7 +35,7 @@ pub struct Args {
 
     /// Tenant for rows without a `tenant_id`: the file is uploaded as
     /// `incoming/<TENANT>/<file name>`.
-    #[arg(long, default_value = "demo-tenant")]
+    #[arg(long, default_value = "demo-tenant", value_parser = parse_tenant)]
     pub tenant: String,
 
     /// Requests per second to the partner, retries included; sets the sender's minimum interval
@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long)]
     pub summary_json: bool,
 
-    /// Seconds to wait for the run to finish. Default: derived from the number of lines in
+    /// Seconds to wait for the run to finish. Default: derived from the number of rows in
     /// FILE, the rate, the retry policy and the partner delay.
     #[arg(long)]
     pub timeout_secs: Option<u64>,
@@ -123,6 +123,25 @@ fn parse_rate(value: &str) -> Result<f64, String> {
     } else {
         Err(format!(
             "{value} is not a rate; expected requests per second above 0 and at most 1000"
+        ))
+    }
+}
+
+/// Accepts a tenant id that the sender takes from an object path: 1 to 128 characters, no
+/// control characters, and, as one folder name, no `/` or `\` and no leading `.`.
+fn parse_tenant(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.chars().count() <= 128
+        && !value
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\')
+        && !value.starts_with('.');
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a tenant id; expected 1 to 128 characters without control \
+             characters, '/' or '\\', not starting with '.'"
         ))
     }
 }
@@ -186,6 +205,9 @@ mod tests {
             vec!["--rate", "1001"],
             vec!["--partner-failure-rate", "1.5"],
             vec!["--partner-failure-rate=-0.1"],
+            vec!["--tenant", ""],
+            vec!["--tenant", "a/b"],
+            vec!["--tenant", ".hidden"],
         ];
         for flags in cases {
             let mut argv = vec!["local-stack"];

@@ -25,7 +25,8 @@ pub struct PushBackoff {
 }
 
 impl PushBackoff {
-    /// Delay before delivery attempt `attempt + 1`, after `attempt` (1-based) failed.
+    /// Returns the delay before delivery attempt `attempt + 1`, after attempt `attempt`
+    /// (1-based) failed.
     pub fn delay_after(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(20);
         self.min.saturating_mul(1 << doublings).min(self.max)
@@ -64,6 +65,7 @@ struct Inner {
     endpoint: Router,
     subscription: String,
     backoff: PushBackoff,
+    first_message_id: u64,
     next_message_id: AtomicU64,
     acked: AtomicU64,
     nacked: AtomicU64,
@@ -74,13 +76,22 @@ struct Inner {
 impl PushTopic {
     /// Creates a topic whose push subscription `subscription` (a full
     /// `projects/P/subscriptions/S` name, sent in each envelope) delivers to `endpoint`.
+    ///
+    /// Message ids are numbers, like Pub/Sub's, starting at the creation time in milliseconds
+    /// times one million. The sink uses them as insert ids, so a later run on the same warehouse
+    /// must not repeat them. Runs started at least one millisecond apart get disjoint ids unless
+    /// the earlier one publishes more than a million messages per millisecond between the two
+    /// starts.
     pub fn new(endpoint: Router, subscription: impl Into<String>, backoff: PushBackoff) -> Self {
+        let now_millis = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
+        let first_message_id = now_millis.saturating_mul(1_000_000);
         Self {
             inner: Arc::new(Inner {
                 endpoint,
                 subscription: subscription.into(),
                 backoff,
-                next_message_id: AtomicU64::new(1),
+                first_message_id,
+                next_message_id: AtomicU64::new(first_message_id),
                 acked: AtomicU64::new(0),
                 nacked: AtomicU64::new(0),
                 pending: watch::Sender::new(0),
@@ -90,7 +101,8 @@ impl PushTopic {
 
     pub fn stats(&self) -> PushStats {
         PushStats {
-            published: self.inner.next_message_id.load(Ordering::Relaxed) - 1,
+            published: self.inner.next_message_id.load(Ordering::Relaxed)
+                - self.inner.first_message_id,
             acked: self.inner.acked.load(Ordering::Relaxed),
             nacked: self.inner.nacked.load(Ordering::Relaxed),
         }
@@ -308,7 +320,10 @@ mod tests {
             .unwrap();
         topic.wait_idle().await;
 
-        assert_eq!((first.as_str(), second.as_str()), ("1", "2"));
+        let first_number: u64 = first.parse().unwrap();
+        let second_number: u64 = second.parse().unwrap();
+        assert_eq!(second_number, first_number + 1);
+        assert_eq!(first_number % 1_000_000, 0, "{first}");
         let mut ids: Vec<String> = recorder
             .bodies
             .lock()
@@ -317,7 +332,7 @@ mod tests {
             .map(|body| body["message"]["messageId"].as_str().unwrap().to_string())
             .collect();
         ids.sort();
-        assert_eq!(ids, vec!["1".to_string(), "2".to_string()]);
+        assert_eq!(ids, vec![first, second]);
         assert_eq!(
             topic.stats(),
             PushStats {
@@ -326,6 +341,22 @@ mod tests {
                 nacked: 0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn later_topic_ids_are_higher() {
+        let (earlier, _) = topic_with(vec![]);
+        let earlier_id = earlier
+            .publish(b"a".to_vec(), BTreeMap::new())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (later, _) = topic_with(vec![]);
+        let later_id = later.publish(b"b".to_vec(), BTreeMap::new()).await.unwrap();
+
+        let earlier_number: u64 = earlier_id.parse().unwrap();
+        let later_number: u64 = later_id.parse().unwrap();
+        assert!(later_number > earlier_number, "{later_id} <= {earlier_id}");
     }
 
     #[tokio::test]

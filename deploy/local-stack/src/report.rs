@@ -278,7 +278,7 @@ pub fn summary_table(counters: &Counters, context: &SummaryContext) -> String {
         "requests sent",
         counters.requests_sent,
         format!(
-            "(partner answered 500 x{}, 429 x{} on purpose)",
+            "(injected failures: 500 x{}, 429 x{})",
             partner.injected_server_errors, partner.injected_rate_limits
         ),
     );
@@ -429,7 +429,7 @@ mod tests {
             summary_table(&SAMPLE, &context),
             "\nSummary after 2.5s:\n\
              \x20 emails read             39\n\
-             \x20 requests sent           41  (partner answered 500 x5, 429 x3 on purpose)\n\
+             \x20 requests sent           41  (injected failures: 500 x5, 429 x3)\n\
              \x20 results received        33\n\
              \x20 rows stored             33\n\
              \x20 failed                   0\n\

@@ -153,6 +153,25 @@ fn sample_run_stores_every_valid_email() {
     assert_eq!(archived, 33);
 }
 
+#[test]
+fn second_run_in_same_folder_stores_again() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let flags = ["--rate", "50", "--partner-delay-ms", "20", "--summary-json"];
+
+    let first = run(data_dir.path(), &flags);
+    let second = run(data_dir.path(), &flags);
+
+    assert_eq!(first.status.code(), Some(0));
+    assert_eq!(second.status.code(), Some(0));
+    assert_eq!(summary(&second)["rows_stored"], 33);
+    let connection = open_warehouse(data_dir.path());
+    let results: i64 = connection
+        .query_row("SELECT COUNT(*) FROM results", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(results, 66);
+    assert_eq!(view_keys(&connection).len(), 33);
+}
+
 /// Attempts the partner makes the sender use for one email under `seed`: the first attempt
 /// that is not failed on purpose, or every attempt when all of them are.
 fn expected_attempts(seed: u64, tenant: &str, email: &str, rate: f64) -> (u64, bool) {

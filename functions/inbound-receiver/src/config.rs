@@ -17,6 +17,10 @@ pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 pub const PUBSUB_EMULATOR_HOST: &str = "PUBSUB_EMULATOR_HOST";
 pub const PUBLISH_TIMEOUT_SECS: &str = "PUBLISH_TIMEOUT_SECS";
 
+/// The variables that must be set for start-up in every auth mode. The default mode,
+/// `signature`, also requires `WEBHOOK_SECRETS`, and `bearer` requires `BEARER_TOKENS`.
+pub const REQUIRED_VARS: &[&str] = &["GOOGLE_CLOUD_PROJECT", PARTNER_ID, RESULTS_TOPIC];
+
 pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -241,6 +245,22 @@ mod tests {
         let mut pairs = base();
         pairs.extend_from_slice(overrides);
         Config::from_env_with(&Env::from_pairs(pairs))
+    }
+
+    #[test]
+    fn required_vars_each_stop_start_up() {
+        let names: Vec<&str> = base()
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| *name != WEBHOOK_SECRETS)
+            .collect();
+        assert_eq!(names, REQUIRED_VARS.to_vec());
+
+        for missing in REQUIRED_VARS {
+            let pairs = base().into_iter().filter(|(name, _)| name != missing);
+            let error = Config::from_env_with(&Env::from_pairs(pairs)).unwrap_err();
+            assert_eq!(error.variable(), *missing, "{error}");
+        }
     }
 
     #[test]

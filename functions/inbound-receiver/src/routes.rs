@@ -256,7 +256,14 @@ fn delivery_id(headers: &HeaderMap) -> Result<String, ValidationErrors> {
     let Some(value) = headers.get(HEADER_WEBHOOK_ID) else {
         return Ok(uuid::Uuid::new_v4().to_string());
     };
-    let id = value.to_str().unwrap_or_default().trim();
+    let not_visible_ascii = || {
+        ValidationErrors::from(FieldError::new(
+            HEADER_WEBHOOK_ID,
+            ErrorCode::ControlCharacters,
+            "The webhook-id header may contain only visible ASCII characters.",
+        ))
+    };
+    let id = value.to_str().map_err(|_| not_visible_ascii())?.trim();
     if id.is_empty() {
         return Ok(uuid::Uuid::new_v4().to_string());
     }
@@ -269,12 +276,7 @@ fn delivery_id(headers: &HeaderMap) -> Result<String, ValidationErrors> {
         .into());
     }
     if !id.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(FieldError::new(
-            HEADER_WEBHOOK_ID,
-            ErrorCode::ControlCharacters,
-            "The webhook-id header may contain only visible ASCII characters.",
-        )
-        .into());
+        return Err(not_visible_ascii());
     }
     Ok(id.to_string())
 }
@@ -364,6 +366,14 @@ mod tests {
             vec![ErrorCode::TooLong]
         );
         headers.insert(HEADER_WEBHOOK_ID, HeaderValue::from_static("msg 1"));
+        assert_eq!(
+            delivery_id(&headers).unwrap_err().codes_for("webhook-id"),
+            vec![ErrorCode::ControlCharacters]
+        );
+        headers.insert(
+            HEADER_WEBHOOK_ID,
+            HeaderValue::from_bytes(b"msg_\xc2\x84").unwrap(),
+        );
         assert_eq!(
             delivery_id(&headers).unwrap_err().codes_for("webhook-id"),
             vec![ErrorCode::ControlCharacters]

@@ -1,91 +1,21 @@
 //! Handler tests: requests through the router with an in-memory publisher.
 
+mod router_support;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use chrono::SubsecRound;
-use enrichment_runtime::pubsub::{MemoryPublisher, PublishError};
-use http_body_util::BodyExt;
+use enrichment_runtime::pubsub::PublishError;
 use inbound_receiver::config::{AuthConfig, Secret};
-use inbound_receiver::{AppState, Config, router};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use standardwebhooks::Webhook;
-use tower::ServiceExt;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-const FULL_RESULT: &str = r#"{"input_email":"jane.doe@example.com","work_email":"jane@acme.io","phone_number":"+1234567890","linkedin_url":"https://linkedin.com/in/user","name":"Jane Doe","company_domain":"company.com"}"#;
-
-fn config(auth: AuthConfig) -> Config {
-    Config {
-        port: 8080,
-        project: "test-project".into(),
-        partner_id: "acme".into(),
-        results_topic: "projects/test-project/topics/results".into(),
-        auth,
-        max_body_bytes: 65536,
-        pubsub_emulator: None,
-        publish_timeout: Duration::from_secs(10),
-    }
-}
-
-fn signature_auth() -> AuthConfig {
-    AuthConfig::Signature {
-        secrets: vec![Secret::new(SECRET)],
-        tolerance: Duration::from_secs(300),
-    }
-}
-
-fn app(auth: AuthConfig) -> (Router, Arc<MemoryPublisher>) {
-    let publisher = Arc::new(MemoryPublisher::new());
-    let state = AppState::new(&config(auth), publisher.clone());
-    (router(state), publisher)
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// Builds a signed `POST /` with `Content-Type: application/json`.
-fn signed(secret: &str, id: &str, timestamp: i64, body: &str) -> Request<Body> {
-    let signature = Webhook::new(secret)
-        .unwrap()
-        .sign(id, timestamp, body.as_bytes())
-        .unwrap();
-    Request::post("/")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(Body::from(body.to_string()))
-        .unwrap()
-}
-
-fn unsigned(content_type: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post("/")
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body.into())
-        .unwrap()
-}
-
-async fn send(router: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        panic!(
-            "body is not JSON: {:?}",
-            String::from_utf8_lossy(bytes.as_ref())
-        )
-    });
-    (status, headers, body)
-}
+use router_support::{
+    FULL_RESULT, OTHER_SECRET, SECRET, app, now, send, signature_auth, signed, unsigned,
+};
 
 fn error_body(message: &str) -> Value {
     json!({"status": "error", "message": message, "errors": []})
@@ -489,74 +419,4 @@ async fn unknown_path_is_404() {
 
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body, error_body("Not found; send results with POST /."));
-}
-
-/// Collects log lines written through the Cloud Logging JSON format.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// The request span carries the ids and the email's hash, and no log line carries the email.
-#[tokio::test(flavor = "current_thread")]
-async fn logs_carry_ids_and_hash_only() {
-    use tracing_subscriber::layer::SubscriberExt;
-
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(enrichment_runtime::logging::CloudLoggingFormat::new(
-                "inbound-receiver",
-            ))
-            .with_writer(capture.clone()),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let (router, _) = app(signature_auth());
-    let (status, _, _) = send(&router, signed(SECRET, "msg_9", now(), FULL_RESULT)).await;
-    assert_eq!(status, StatusCode::OK);
-
-    let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    for personal in [
-        "jane.doe@example.com",
-        "jane@acme.io",
-        "+1234567890",
-        "Jane Doe",
-    ] {
-        assert!(
-            !output.contains(personal),
-            "logs contain {personal}: {output}"
-        );
-    }
-
-    let completed: Value = output
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .find(|line| line["message"] == "request completed")
-        .unwrap_or_else(|| panic!("no completion line in {output}"));
-    assert_eq!(completed["severity"], "INFO");
-    assert_eq!(completed["partner_id"], "acme");
-    assert_eq!(completed["delivery_id"], "msg_9");
-    assert_eq!(completed["message_id"], "1");
-    assert_eq!(completed["status"], 200);
-    assert_eq!(
-        completed["input_email_hash"],
-        enrichment_runtime::pii::hash("jane.doe@example.com")
-    );
 }

@@ -116,19 +116,47 @@ async fn main() -> anyhow::Result<()> {
         .map(|pair| (pair[1] - pair[0]).as_secs_f64() * 1000.0)
         .collect();
     let total_ms = (arrivals[arrivals.len() - 1] - arrivals[0]).as_secs_f64() * 1000.0;
-    let min_gap_ms = gaps_ms.iter().copied().fold(f64::INFINITY, f64::min);
-    let max_gap_ms = gaps_ms.iter().copied().fold(0.0, f64::max);
+    let gaps_below_interval = gaps_ms
+        .iter()
+        .filter(|gap| **gap < interval_ms as f64)
+        .count();
+
+    // Arrival i compared with the ideal schedule (first arrival + i intervals). With a queue
+    // that is never empty, a gap below the interval means the request before it arrived late.
+    let interval = interval_ms as f64;
+    let offsets_ms: Vec<f64> = arrivals
+        .iter()
+        .enumerate()
+        .map(|(index, arrival)| {
+            (*arrival - arrivals[0]).as_secs_f64() * 1000.0 - index as f64 * interval
+        })
+        .collect();
+
+    let mut sorted_gaps = gaps_ms.clone();
+    sorted_gaps.sort_by(f64::total_cmp);
+    let mut sorted_offsets = offsets_ms.clone();
+    sorted_offsets.sort_by(f64::total_cmp);
 
     println!(
         "{}",
         json!({
             "requests": requests,
             "interval_ms": interval_ms,
-            "min_gap_ms": min_gap_ms,
+            "min_gap_ms": sorted_gaps[0],
+            "p50_gap_ms": quantile(&sorted_gaps, 0.5),
             "mean_gap_ms": total_ms / gaps_ms.len() as f64,
-            "max_gap_ms": max_gap_ms,
-            "gaps_below_interval": gaps_ms.iter().filter(|gap| **gap < interval_ms as f64).count(),
+            "max_gap_ms": sorted_gaps[sorted_gaps.len() - 1],
+            "gaps_below_interval": gaps_below_interval,
+            "schedule_offset_min_ms": sorted_offsets[0],
+            "schedule_offset_p50_ms": quantile(&sorted_offsets, 0.5),
+            "schedule_offset_max_ms": sorted_offsets[sorted_offsets.len() - 1],
         })
     );
     Ok(())
+}
+
+/// Returns the `q` quantile of `sorted` (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }

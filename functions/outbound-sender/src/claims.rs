@@ -42,7 +42,7 @@ pub struct ClaimRecord {
 pub enum ClaimOutcome {
     /// This caller owns the delivery and must make the attempts.
     Claimed { claim_token: String },
-    /// Another job claimed it first; `status` is what its record says.
+    /// Another job claimed it first; `status` is the status in its record.
     Taken { status: Option<ClaimStatus> },
 }
 
@@ -73,7 +73,11 @@ impl ClaimStore {
     /// between claim and last attempt) stays `claimed`, and no later event sends that email.
     /// Such records are the `state/delivered/` objects whose status is still `claimed`; delete
     /// one to let the next event for the file send the email again.
-    pub async fn claim(&self, bucket: &str, webhook_id: &str) -> Result<ClaimOutcome, StorageError> {
+    pub async fn claim(
+        &self,
+        bucket: &str,
+        webhook_id: &str,
+    ) -> Result<ClaimOutcome, StorageError> {
         let claim_token = uuid::Uuid::new_v4().simple().to_string();
         let record = ClaimRecord {
             webhook_id: webhook_id.to_string(),
@@ -92,7 +96,7 @@ impl ClaimStore {
         }
 
         // The write may have succeeded on a try whose response was lost, and then failed its
-        // precondition on the client's retry: the token tells.
+        // precondition on the client's retry. A record with this call's token is that case.
         let existing = self.read(bucket, webhook_id).await?;
         match existing {
             Some(existing) if existing.claim_token == claim_token => {
@@ -121,19 +125,33 @@ impl ClaimStore {
             updated_at: Utc::now(),
         };
         self.store
-            .write(bucket, &object_name(webhook_id), encode(&record), "application/json")
+            .write(
+                bucket,
+                &object_name(webhook_id),
+                encode(&record),
+                "application/json",
+            )
             .await
     }
 
     /// Reads the record of `webhook_id`; `None` when there is none or it cannot be parsed.
-    pub async fn read(&self, bucket: &str, webhook_id: &str) -> Result<Option<ClaimRecord>, StorageError> {
-        let bytes = self.store.read_small(bucket, &object_name(webhook_id)).await?;
+    pub async fn read(
+        &self,
+        bucket: &str,
+        webhook_id: &str,
+    ) -> Result<Option<ClaimRecord>, StorageError> {
+        let bytes = self
+            .store
+            .read_small(bucket, &object_name(webhook_id))
+            .await?;
         Ok(bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 }
 
 fn encode(record: &ClaimRecord) -> bytes::Bytes {
-    bytes::Bytes::from(serde_json::to_vec(record).expect("a record of strings and numbers serialises"))
+    bytes::Bytes::from(
+        serde_json::to_vec(record).expect("a record of strings and numbers serialises"),
+    )
 }
 
 #[cfg(test)]
@@ -150,14 +168,24 @@ mod tests {
         let ClaimOutcome::Claimed { claim_token } = first else {
             panic!("first claim was {first:?}");
         };
-        assert_eq!(second, ClaimOutcome::Taken { status: Some(ClaimStatus::Claimed) });
+        assert_eq!(
+            second,
+            ClaimOutcome::Taken {
+                status: Some(ClaimStatus::Claimed)
+            }
+        );
 
         claims
             .finish("state", "msg_1", &claim_token, ClaimStatus::Delivered, 2)
             .await
             .unwrap();
         let third = claims.claim("state", "msg_1").await.unwrap();
-        assert_eq!(third, ClaimOutcome::Taken { status: Some(ClaimStatus::Delivered) });
+        assert_eq!(
+            third,
+            ClaimOutcome::Taken {
+                status: Some(ClaimStatus::Delivered)
+            }
+        );
 
         let record = claims.read("state", "msg_1").await.unwrap().unwrap();
         assert_eq!(record.status, ClaimStatus::Delivered);
@@ -171,6 +199,9 @@ mod tests {
         store.fail_next(StorageError::Transient("unavailable".into()));
         let claims = ClaimStore::new(store);
         let result = claims.claim("state", "msg_1").await;
-        assert!(matches!(result, Err(StorageError::Transient(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(StorageError::Transient(_))),
+            "{result:?}"
+        );
     }
 }

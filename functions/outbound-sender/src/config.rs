@@ -51,7 +51,7 @@ const MAX_RETRIES_LIMIT: u32 = 99;
 /// 30 minutes, and the deadline adds a margin to the timeout.
 const REQUEST_TIMEOUT_LIMIT: Duration = Duration::from_secs(29 * 60);
 
-/// Where jobs wait for delivery (`DELIVERY_QUEUE`).
+/// The delivery queue (`DELIVERY_QUEUE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueConfig {
     /// Cloud Tasks: one HTTP task per email, dispatched to this service's `/deliver`.
@@ -74,8 +74,8 @@ pub struct CloudTasksConfig {
 }
 
 impl CloudTasksConfig {
-    /// The OIDC audience: the service URL, which is `deliver_url` without its path, because
-    /// Cloud Run accepts tokens whose audience is the service URL.
+    /// Returns the OIDC audience: the service URL, which is `deliver_url` without its path,
+    /// because Cloud Run accepts tokens whose audience is the service URL.
     pub fn audience(&self) -> String {
         match reqwest::Url::parse(&self.deliver_url) {
             Ok(url) => url.origin().ascii_serialization(),
@@ -138,7 +138,7 @@ pub struct Config {
     pub retry_base_delay: Duration,
     /// Adds a random part of up to half the backoff to each retry delay (`RETRY_JITTER`, off).
     pub retry_jitter: bool,
-    /// Least time between the starts of two requests to the partner, retries included
+    /// Minimum time between the starts of two requests to the partner, retries included
     /// (`MIN_REQUEST_INTERVAL_MS`, 1000 ms).
     pub min_request_interval: Duration,
     /// Only objects whose names start with this prefix are read (`INPUT_PREFIX`, `incoming/`).
@@ -231,7 +231,8 @@ impl Config {
         })
     }
 
-    /// A configuration for the local queue with every default, for tests and the local stack.
+    /// Returns a configuration for the local queue with every default, for tests and the local
+    /// stack.
     pub fn local(project: &str, partner_id: &str, partner_webhook_url: &str) -> Self {
         Self {
             port: enrichment_runtime::server::DEFAULT_PORT,
@@ -259,7 +260,8 @@ fn read_url(env: &Env, name: &str) -> Result<String, ConfigError> {
     let value = env.required(name)?;
     let value = value.trim();
     let expected = "an absolute http:// or https:// URL";
-    let url = reqwest::Url::parse(value).map_err(|_| ConfigError::invalid(name, value, expected))?;
+    let url =
+        reqwest::Url::parse(value).map_err(|_| ConfigError::invalid(name, value, expected))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ConfigError::invalid(name, value, expected));
     }
@@ -326,10 +328,7 @@ fn read_bigquery_name(env: &Env, name: &str, default: &str) -> Result<String, Co
         return Ok(default.to_string());
     };
     let value = value.trim();
-    let valid = value.len() <= 1024
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid = value.len() <= 1024 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(ConfigError::invalid(
             name,
@@ -381,10 +380,19 @@ mod tests {
         vec![
             (GOOGLE_CLOUD_PROJECT, "acme-prod"),
             (PARTNER_ID, "acme"),
-            (PARTNER_WEBHOOK_URL, "https://partner.example.com/hooks/enrich"),
-            (CLOUD_TASKS_QUEUE, "projects/acme-prod/locations/europe-west1/queues/partner-acme"),
+            (
+                PARTNER_WEBHOOK_URL,
+                "https://partner.example.com/hooks/enrich",
+            ),
+            (
+                CLOUD_TASKS_QUEUE,
+                "projects/acme-prod/locations/europe-west1/queues/partner-acme",
+            ),
             (DELIVER_URL, "https://sender-abc-ew.a.run.app/deliver"),
-            (DELIVER_SERVICE_ACCOUNT, "tasks@acme-prod.iam.gserviceaccount.com"),
+            (
+                DELIVER_SERVICE_ACCOUNT,
+                "tasks@acme-prod.iam.gserviceaccount.com",
+            ),
         ]
     }
 
@@ -453,6 +461,7 @@ mod tests {
             (BIGQUERY_EMULATOR_HOST, "127.0.0.1:9050"),
             (INPUT_PREFIX, "drop/"),
         ]);
+
         let config = Config::from_source(&env).unwrap();
         assert_eq!(config.queue, QueueConfig::Local);
         assert_eq!(config.retry_base_delay, Duration::from_millis(200));
@@ -460,10 +469,20 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_millis(500));
         assert_eq!(config.max_retries, 2);
         assert!(config.retry_jitter);
-        assert_eq!(config.signing_secret.as_ref().map(SigningSecret::expose), Some(SECRET));
+
+        assert_eq!(
+            config.signing_secret.as_ref().map(SigningSecret::expose),
+            Some(SECRET)
+        );
         assert_eq!(config.state_bucket.as_deref(), Some("state-bucket"));
-        assert_eq!(config.storage_emulator.as_deref(), Some("http://127.0.0.1:4443"));
-        assert_eq!(config.bigquery_emulator.as_deref(), Some("http://127.0.0.1:9050"));
+        assert_eq!(
+            config.storage_emulator.as_deref(),
+            Some("http://127.0.0.1:4443")
+        );
+        assert_eq!(
+            config.bigquery_emulator.as_deref(),
+            Some("http://127.0.0.1:9050")
+        );
         assert_eq!(config.input_prefix, "drop/");
     }
 

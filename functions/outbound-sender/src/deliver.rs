@@ -16,12 +16,12 @@ use crate::records::DeliveryRecorder;
 /// Header that Cloud Tasks sets to the number of earlier attempts of a task (0 on the first).
 pub const TASK_RETRY_COUNT_HEADER: &str = "x-cloudtasks-taskretrycount";
 
-/// Why the HTTP client could not be built.
+/// Failure to build the partner HTTP client.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the partner HTTP client: {0}")]
 pub struct ClientBuildError(#[source] reqwest::Error);
 
-/// What one request to the partner produced.
+/// The outcome of one request to the partner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub result: AttemptResult,
@@ -43,7 +43,7 @@ impl Attempt {
         }
     }
 
-    /// The `error` column of the delivery row: `None` for a delivered request.
+    /// Returns the `error` column of the delivery row, or `None` for a delivered request.
     pub fn error_text(&self) -> Option<String> {
         if self.verdict == Verdict::Delivered {
             return None;
@@ -56,11 +56,11 @@ impl Attempt {
     }
 }
 
-/// What to do after an attempt.
+/// The next step after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// The outcome is final; record this row.
-    Final(DeliveryRow),
+    Final(Box<DeliveryRow>),
     /// Try again later, not sooner than `retry_after` when the partner gave one.
     RetryLater { retry_after: Option<Duration> },
 }
@@ -83,7 +83,8 @@ pub fn decide(job: &Job, attempt: &Attempt, retry_count: u32, max_retries: u32) 
     if attempt.verdict == Verdict::Retry {
         error = error.map(|error| format!("{error} (no retries left after {attempts} attempts)"));
     }
-    Decision::Final(job.outcome_row(status, attempts, attempt.http_status(), error, Utc::now()))
+    let row = job.outcome_row(status, attempts, attempt.http_status(), error, Utc::now());
+    Decision::Final(Box::new(row))
 }
 
 /// Sends jobs to the partner's webhook. The HTTP client is built once and reused.
@@ -108,7 +109,10 @@ impl Deliverer {
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("enrichment-outbound-sender/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "enrichment-outbound-sender/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()
             .map_err(ClientBuildError)?;
         Ok(Self {
@@ -124,19 +128,21 @@ impl Deliverer {
         let mut request = self
             .client
             .post(&self.url)
-            .header(CONTENT_TYPE, "application/json");
+            .header(CONTENT_TYPE, "application/json")
+            // Sent signed or not, so that every partner can drop duplicate deliveries.
+            .header("webhook-id", &job.webhook_id);
         if let Some(signer) = &self.signer {
             let timestamp = Utc::now().timestamp();
-            // The body is JSON built from strings, so it is always valid UTF-8 and signing
-            // cannot fail.
+            // `sign` rejects only a body that is not UTF-8, and serde_json writes UTF-8.
             match signer.sign(&job.webhook_id, timestamp, &body) {
                 Ok(signature) => {
                     request = request
-                        .header("webhook-id", &job.webhook_id)
                         .header("webhook-timestamp", timestamp.to_string())
                         .header("webhook-signature", signature);
                 }
-                Err(error) => tracing::error!(%error, "signing the request failed; sending it unsigned"),
+                Err(error) => {
+                    tracing::error!(%error, "signing the request failed; sending it unsigned")
+                }
             }
         }
 
@@ -195,7 +201,7 @@ pub struct DeliveryCore {
 impl DeliveryCore {
     /// Makes attempt number `retry_count + 1` of `job`, logs it, and inserts the delivery row
     /// when the outcome is final. A failed insert is logged and not returned: the partner has
-    /// already answered, and repeating the request to get the row written would send the
+    /// already responded, and repeating the request to get the row written would send the
     /// email again.
     pub async fn deliver_once(&self, job: &Job, retry_count: u32) -> (Attempt, Decision) {
         let attempt = self.deliverer.attempt(job).await;
@@ -205,7 +211,12 @@ impl DeliveryCore {
         let elapsed_ms = attempt.duration.as_millis() as u64;
         match &decision {
             Decision::Final(row) if row.status == DeliveryStatus::Delivered => {
-                tracing::info!(attempt = number, http_status = status, elapsed_ms, "delivered");
+                tracing::info!(
+                    attempt = number,
+                    http_status = status,
+                    elapsed_ms,
+                    "delivered"
+                );
             }
             Decision::Final(row) => tracing::warn!(
                 attempt = number,
@@ -291,14 +302,19 @@ mod tests {
 
     fn final_row(decision: Decision) -> DeliveryRow {
         match decision {
-            Decision::Final(row) => row,
+            Decision::Final(row) => *row,
             other => panic!("expected a final decision, got {other:?}"),
         }
     }
 
     #[test]
     fn delivered_is_final() {
-        let row = final_row(decide(&job(), &attempt(AttemptResult::Status(202), None), 1, 3));
+        let row = final_row(decide(
+            &job(),
+            &attempt(AttemptResult::Status(202), None),
+            1,
+            3,
+        ));
         assert_eq!(row.status, DeliveryStatus::Delivered);
         assert_eq!(row.attempts, 2);
         assert_eq!(row.last_http_status, Some(202));
@@ -308,7 +324,12 @@ mod tests {
 
     #[test]
     fn permanent_is_final_on_first_attempt() {
-        let row = final_row(decide(&job(), &attempt(AttemptResult::Status(404), None), 0, 3));
+        let row = final_row(decide(
+            &job(),
+            &attempt(AttemptResult::Status(404), None),
+            0,
+            3,
+        ));
         assert_eq!(row.status, DeliveryStatus::Failed);
         assert_eq!(row.attempts, 1);
         assert_eq!(row.last_http_status, Some(404));
@@ -320,10 +341,21 @@ mod tests {
 
     #[test]
     fn retryable_until_retries_run_out() {
-        let asked = Some(Duration::from_secs(2));
+        let requested = Some(Duration::from_secs(2));
         for retry_count in 0..3 {
-            let decision = decide(&job(), &attempt(AttemptResult::Status(429), asked), retry_count, 3);
-            assert_eq!(decision, Decision::RetryLater { retry_after: asked }, "retry {retry_count}");
+            let decision = decide(
+                &job(),
+                &attempt(AttemptResult::Status(429), requested),
+                retry_count,
+                3,
+            );
+            assert_eq!(
+                decision,
+                Decision::RetryLater {
+                    retry_after: requested
+                },
+                "retry {retry_count}"
+            );
         }
         let row = final_row(decide(&job(), &attempt(AttemptResult::Timeout, None), 3, 3));
         assert_eq!(row.status, DeliveryStatus::Failed);
@@ -332,7 +364,7 @@ mod tests {
         assert_eq!(
             row.error.as_deref(),
             Some(
-                "the partner did not answer within the timeout: error sending request \
+                "the request to the partner timed out: error sending request \
                  (no retries left after 4 attempts)"
             )
         );
@@ -340,7 +372,12 @@ mod tests {
 
     #[test]
     fn zero_retries_fails_at_once() {
-        let row = final_row(decide(&job(), &attempt(AttemptResult::Status(503), None), 0, 0));
+        let row = final_row(decide(
+            &job(),
+            &attempt(AttemptResult::Status(503), None),
+            0,
+            0,
+        ));
         assert_eq!(row.status, DeliveryStatus::Failed);
         assert_eq!(row.attempts, 1);
     }

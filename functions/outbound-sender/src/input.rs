@@ -28,10 +28,10 @@ use async_compression::tokio::bufread::GzipDecoder;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 
-/// Longest line or CSV record accepted, in bytes. An email is at most 254 characters, so
+/// Maximum length of a line or CSV record, in bytes. An email is at most 254 characters, so
 /// anything much longer is not a row of this product.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
-/// Longest raw text kept from an unreadable row for its delivery record.
+/// Maximum length of the raw text kept from an unreadable row for its delivery record.
 pub const MAX_RAW_CHARS: usize = 320;
 /// Buffer size of each reading stage.
 const BUFFER_BYTES: usize = 64 * 1024;
@@ -75,11 +75,11 @@ pub enum RowContent {
         email: String,
         tenant_id: Option<String>,
     },
-    /// A row that holds no readable email, with its raw text cut to [`MAX_RAW_CHARS`].
+    /// A row without a readable email, with its raw text cut to [`MAX_RAW_CHARS`].
     Unreadable { raw: String, reason: String },
 }
 
-/// Why a file cannot be read.
+/// Failure to read an input file.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// Reading the bytes failed; reading again later may work.
@@ -240,7 +240,7 @@ fn unreadable(line: u64, bytes: &[u8], reason: impl Into<String>) -> InputRow {
 enum LineEnd {
     /// A line was read into the buffer (its `\n` and a `\r` before it removed).
     Line,
-    /// The line was longer than the limit; the buffer holds its first bytes only.
+    /// The line was longer than the limit, so the buffer contains only its first bytes.
     TooLong,
     /// The file ended before any byte of a new line.
     Eof,
@@ -282,7 +282,11 @@ async fn read_line_capped(
     if buffer.last() == Some(&b'\r') {
         buffer.pop();
     }
-    Ok(if too_long { LineEnd::TooLong } else { LineEnd::Line })
+    Ok(if too_long {
+        LineEnd::TooLong
+    } else {
+        LineEnd::Line
+    })
 }
 
 struct LineRows {
@@ -312,7 +316,11 @@ impl LineRows {
                 continue;
             }
             let Ok(text) = std::str::from_utf8(&self.buffer) else {
-                return Ok(Some(unreadable(line, &self.buffer, "the line is not valid UTF-8")));
+                return Ok(Some(unreadable(
+                    line,
+                    &self.buffer,
+                    "the line is not valid UTF-8",
+                )));
             };
             let row = match self.format {
                 InputFormat::Ndjson => ndjson_row(line, text),
@@ -339,13 +347,20 @@ fn ndjson_row(line: u64, text: &str) -> InputRow {
     let value: Value = match serde_json::from_str(text) {
         Ok(value) => value,
         Err(error) => {
-            return unreadable(line, text.as_bytes(), format!("the line is not JSON: {error}"));
+            return unreadable(
+                line,
+                text.as_bytes(),
+                format!("the line is not JSON: {error}"),
+            );
         }
     };
     let Value::Object(mut object) = value else {
         return unreadable(line, text.as_bytes(), "the line is not a JSON object");
     };
-    let email = match object.remove("input_email").or_else(|| object.remove("email")) {
+    let email = match object
+        .remove("input_email")
+        .or_else(|| object.remove("email"))
+    {
         Some(Value::String(email)) => email.trim().to_string(),
         None | Some(Value::Null) => String::new(),
         Some(_) => {
@@ -577,14 +592,16 @@ mod tests {
         let (format, rows) = read_rows(data.as_bytes(), "incoming/t/a.jsonl").await;
         assert_eq!(format, InputFormat::Ndjson);
         assert_eq!(rows.len(), 7);
+
         assert_eq!(rows[0], email(1, "a@example.com", Some("t-1")));
         assert_eq!(rows[1], email(3, "b@example.com", None));
-        assert!(
-            matches!(&rows[2].content, RowContent::Unreadable { raw, reason }
-                if raw == "not json" && reason.starts_with("the line is not JSON")),
-            "{:?}",
-            rows[2]
-        );
+
+        let RowContent::Unreadable { raw, reason } = &rows[2].content else {
+            panic!("line 4 should be unreadable: {:?}", rows[2]);
+        };
+        assert_eq!(raw, "not json");
+        assert!(reason.starts_with("the line is not JSON: "), "{reason}");
+
         assert_eq!(
             rows[3].content,
             RowContent::Unreadable {
@@ -599,6 +616,7 @@ mod tests {
                 reason: "input_email is not a string".into()
             }
         );
+
         assert_eq!(rows[5].line, 7);
         assert_eq!(
             rows[5].content,
@@ -607,6 +625,7 @@ mod tests {
                 reason: "tenant_id is not a string".into()
             }
         );
+
         assert_eq!(rows[6], email(8, "", Some("t-2")));
     }
 
@@ -617,7 +636,10 @@ mod tests {
         assert_eq!(format, InputFormat::Text);
         assert_eq!(
             rows,
-            vec![email(2, "a@example.com", None), email(5, "b@example.com", None)]
+            vec![
+                email(2, "a@example.com", None),
+                email(5, "b@example.com", None)
+            ]
         );
     }
 
@@ -629,7 +651,10 @@ mod tests {
         let (_, from_magic) = read_rows(&compressed, "incoming/t/list.txt").await;
         // The name says .gz but the bytes arrive decompressed (decompressive transcoding).
         let (_, transcoded) = read_rows(plain, "incoming/t/list.txt.gz").await;
-        let expected = vec![email(1, "a@example.com", None), email(2, "b@example.com", None)];
+        let expected = vec![
+            email(1, "a@example.com", None),
+            email(2, "b@example.com", None),
+        ];
         assert_eq!(from_magic, expected);
         assert_eq!(transcoded, expected);
     }

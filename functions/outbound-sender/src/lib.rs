@@ -3,7 +3,7 @@
 //!
 //! - `POST /` takes the object-finalized event (an Eventarc CloudEvent or a Cloud Storage
 //!   notification pushed by Pub/Sub), streams the object, records the rows that are not sent
-//!   and enqueues one job per valid unique (tenant, email). It answers without sending.
+//!   and enqueues one job per valid unique (tenant, email). It responds without sending.
 //! - `POST /deliver` makes one signed attempt for one job, records the final outcome in
 //!   BigQuery and tells the queue whether to retry. Cloud Tasks calls it in production; the
 //!   local queue calls the same code in process.
@@ -81,7 +81,9 @@ impl std::fmt::Debug for Backends {
 pub enum BuildError {
     #[error(transparent)]
     Client(#[from] deliver::ClientBuildError),
-    #[error("QueueChoice::CloudTasks needs DELIVERY_QUEUE=cloud-tasks with CLOUD_TASKS_QUEUE, DELIVER_URL and DELIVER_SERVICE_ACCOUNT set")]
+    #[error(
+        "QueueChoice::CloudTasks needs DELIVERY_QUEUE=cloud-tasks with CLOUD_TASKS_QUEUE, DELIVER_URL and DELIVER_SERVICE_ACCOUNT set"
+    )]
     CloudTasksNotConfigured,
 }
 
@@ -118,12 +120,15 @@ impl AppState {
             max_retries: config.max_retries,
         });
 
-        let (queue, local_queue): (Arc<dyn DeliveryQueue>, Option<LocalQueue>) = match backends.queue {
+        let (queue, local_queue): (Arc<dyn DeliveryQueue>, Option<LocalQueue>) = match backends
+            .queue
+        {
             QueueChoice::CloudTasks(client) => {
                 let QueueConfig::CloudTasks(tasks_config) = &config.queue else {
                     return Err(BuildError::CloudTasksNotConfigured);
                 };
-                let queue = CloudTasksQueue::new(client, tasks_config.clone(), config.request_timeout);
+                let queue =
+                    CloudTasksQueue::new(client, tasks_config.clone(), config.request_timeout);
                 (Arc::new(queue), None)
             }
             QueueChoice::Local => {
@@ -134,7 +139,8 @@ impl AppState {
                     min_request_interval: config.min_request_interval,
                 };
                 let claims = ClaimStore::new(backends.store.clone());
-                let queue = LocalQueue::start(core.clone(), claims, config.state_bucket.clone(), policy);
+                let queue =
+                    LocalQueue::start(core.clone(), claims, config.state_bucket.clone(), policy);
                 (Arc::new(queue.clone()), Some(queue))
             }
             QueueChoice::Custom(queue) => (queue, None),
@@ -167,7 +173,7 @@ impl AppState {
         &self.inner.core
     }
 
-    /// The local queue, to wait for its jobs; `None` with any other queue.
+    /// Returns the local queue, to wait for its jobs, or `None` with any other queue.
     pub fn local_queue(&self) -> Option<&LocalQueue> {
         self.inner.local_queue.as_ref()
     }

@@ -2,20 +2,20 @@
 //! before one, and when the next request to the partner may start.
 //!
 //! Both queues apply the same policy. Cloud Tasks applies the backoff and rate with its queue
-//! settings and asks [`classify`] through the `/deliver` answer; the local queue calls
-//! [`retry_delay`] and [`Pacer`] itself.
+//! settings and learns the [`classify`] verdict from the `/deliver` response. The local queue
+//! calls [`retry_delay`] and [`Pacer`] itself.
 
 use std::time::{Duration, Instant, SystemTime};
 
-/// Longest delay a `Retry-After` may ask for; longer values are cut to this.
+/// Maximum delay taken from a `Retry-After`. Longer values are cut to it.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// What one attempt produced, as far as the policy cares.
+/// The outcome of one attempt, as the policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptResult {
-    /// The partner answered with this status.
+    /// The partner responded with this status.
     Status(u16),
-    /// No answer arrived within the request timeout.
+    /// No response arrived within the request timeout.
     Timeout,
     /// The connection could not be made (refused, reset, DNS).
     Connect,
@@ -29,7 +29,7 @@ pub enum Verdict {
     Delivered,
     /// A later attempt can succeed.
     Retry,
-    /// Another attempt would get the same answer.
+    /// Another attempt would get the same response.
     Permanent,
 }
 
@@ -40,7 +40,10 @@ pub fn classify(result: AttemptResult) -> (Verdict, &'static str) {
             (Verdict::Delivered, "the partner accepted the request")
         }
         AttemptResult::Status(408) => (Verdict::Retry, "the partner timed out reading the request"),
-        AttemptResult::Status(425) => (Verdict::Retry, "the partner asked to retry a replayed request later"),
+        AttemptResult::Status(425) => (
+            Verdict::Retry,
+            "the partner asked to retry a replayed request later",
+        ),
         AttemptResult::Status(429) => (Verdict::Retry, "the partner is rate limiting"),
         AttemptResult::Status(500) => (Verdict::Retry, "the partner had an internal error"),
         AttemptResult::Status(502) => (Verdict::Retry, "a gateway before the partner failed"),
@@ -56,13 +59,13 @@ pub fn classify(result: AttemptResult) -> (Verdict, &'static str) {
         ),
         AttemptResult::Status(_) => (
             Verdict::Permanent,
-            "the partner answered with a status that is not known to be transient",
+            "the partner responded with a status that is not known to be transient",
         ),
-        AttemptResult::Timeout => (Verdict::Retry, "the partner did not answer within the timeout"),
+        AttemptResult::Timeout => (Verdict::Retry, "the request to the partner timed out"),
         AttemptResult::Connect => (Verdict::Retry, "the connection to the partner failed"),
         AttemptResult::OtherTransport => (
             Verdict::Retry,
-            "the request failed in transit before the partner answered",
+            "the request failed in transit before the partner responded",
         ),
     }
 }
@@ -102,7 +105,7 @@ pub fn retry_delay(
         None => backoff,
     };
     let delay = match retry_after {
-        Some(asked) => backoff.max(asked),
+        Some(requested) => backoff.max(requested),
         None => backoff,
     };
     delay.min(MAX_RETRY_AFTER)
@@ -206,14 +209,20 @@ mod tests {
             ("", None),
         ];
         for (value, expected) in cases {
-            assert_eq!(parse_retry_after(value, now), *expected, "Retry-After {value:?}");
+            assert_eq!(
+                parse_retry_after(value, now),
+                *expected,
+                "Retry-After {value:?}"
+            );
         }
     }
 
     #[test]
     fn retry_delay_doubles_from_base() {
         let base = Duration::from_secs(2);
-        let delays: Vec<Duration> = (1..=4).map(|retry| retry_delay(retry, base, None, None)).collect();
+        let delays: Vec<Duration> = (1..=4)
+            .map(|retry| retry_delay(retry, base, None, None))
+            .collect();
         assert_eq!(
             delays,
             vec![
@@ -232,8 +241,8 @@ mod tests {
         let base = Duration::from_secs(2);
         let raised = retry_delay(1, base, Some(Duration::from_secs(5)), None);
         assert_eq!(raised, Duration::from_secs(5));
-        let kept = retry_delay(3, base, Some(Duration::from_secs(1)), None);
-        assert_eq!(kept, Duration::from_secs(8));
+        let unchanged = retry_delay(3, base, Some(Duration::from_secs(1)), None);
+        assert_eq!(unchanged, Duration::from_secs(8));
     }
 
     #[test]
@@ -248,11 +257,23 @@ mod tests {
     #[test]
     fn retry_delay_jitter_adds_up_to_half() {
         let base = Duration::from_secs(2);
-        assert_eq!(retry_delay(1, base, None, Some(0.0)), Duration::from_secs(2));
-        assert_eq!(retry_delay(1, base, None, Some(0.5)), Duration::from_millis(2500));
-        assert_eq!(retry_delay(2, base, None, Some(0.999)), Duration::from_secs(4).mul_f64(1.4995));
+        assert_eq!(
+            retry_delay(1, base, None, Some(0.0)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_delay(1, base, None, Some(0.5)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            retry_delay(2, base, None, Some(0.999)),
+            Duration::from_secs(4).mul_f64(1.4995)
+        );
         // Out-of-range samples are clamped.
-        assert_eq!(retry_delay(1, base, None, Some(7.0)), Duration::from_secs(3));
+        assert_eq!(
+            retry_delay(1, base, None, Some(7.0)),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

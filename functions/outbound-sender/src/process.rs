@@ -16,7 +16,7 @@ use crate::trigger::ObjectEvent;
 /// Jobs handed to the queue per enqueue call.
 pub const ENQUEUE_BATCH_JOBS: usize = 500;
 
-/// What reading one object produced.
+/// Counts from reading one object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileSummary {
     pub format: Option<&'static str>,
@@ -28,7 +28,7 @@ pub struct FileSummary {
     pub duplicate: usize,
 }
 
-/// Why an object could not be processed.
+/// Failure to process an object.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The generation no longer exists (overwritten or deleted): there is nothing to send.
@@ -49,8 +49,8 @@ pub enum ProcessError {
 }
 
 impl ProcessError {
-    /// Returns whether handling the same event again later can succeed, which makes the
-    /// trigger answer 503 so the event is redelivered.
+    /// Returns whether handling the same event again later can succeed. The trigger then
+    /// responds with 503 so the event is redelivered.
     pub fn is_retryable(&self) -> bool {
         match self {
             ProcessError::Gone { .. } => false,
@@ -63,8 +63,8 @@ impl ProcessError {
     }
 }
 
-/// The tenant for rows without their own: the object's `tenant_id` metadata (from the event,
-/// else as read), else the path `<input_prefix><tenant_id>/<file>`.
+/// Returns the tenant for rows without their own: the object's `tenant_id` metadata (from the
+/// event, else as read), else the path `<input_prefix><tenant_id>/<file>`.
 pub fn file_tenant(
     event_metadata: &BTreeMap<String, String>,
     object_metadata: &BTreeMap<String, String>,

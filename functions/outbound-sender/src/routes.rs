@@ -15,9 +15,13 @@ use crate::process::{self, FileSummary, ProcessError};
 use crate::queue::local::delivery_span;
 use crate::trigger::{self, ObjectEvent, TriggerKind};
 
-/// Handles a trigger request. Every outcome but a retryable failure is acknowledged with a 2xx,
+/// Handles a trigger request. Every outcome but a retryable failure gets a 2xx,
 /// because Eventarc and Pub/Sub redeliver anything else.
-pub async fn handle_trigger(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle_trigger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let event = match trigger::read_trigger(&headers, &body) {
         TriggerKind::Object(event) => event,
         TriggerKind::Ignored { event_id, reason } => {
@@ -25,7 +29,10 @@ pub async fn handle_trigger(State(state): State<AppState>, headers: HeaderMap, b
             return StatusCode::NO_CONTENT.into_response();
         }
         TriggerKind::Malformed { reason } => {
-            tracing::warn!(reason, "discarding a trigger request that is not a valid object event");
+            tracing::warn!(
+                reason,
+                "discarding a trigger request that is not a valid object event"
+            );
             return StatusCode::NO_CONTENT.into_response();
         }
     };
@@ -74,7 +81,7 @@ async fn process_event(state: &AppState, event: &ObjectEvent) -> Response {
             StatusCode::NO_CONTENT.into_response()
         }
         Err(error) if error.is_retryable() => {
-            tracing::warn!(%error, "reading the object failed; answering 503 so the event is redelivered");
+            tracing::warn!(%error, "reading the object failed; responding with 503 so the event is redelivered");
             let body = json!({"status": "error", "message": error.to_string()});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
@@ -113,10 +120,14 @@ fn summary_body(summary: &FileSummary) -> serde_json::Value {
 
 /// Handles one delivery attempt, as Cloud Tasks dispatches it.
 ///
-/// Answers 200 when the outcome is final (delivered, or failed for good) so the task ends, and
-/// 503 with the partner's `Retry-After` when a retry can help. A body that is not a job of this
-/// partner is answered 200 too, since retrying it cannot help.
-pub async fn handle_deliver(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// Responds with 200 when the outcome is final (delivered, or failed for good) so the task
+/// ends, and with 503 and the partner's `Retry-After` when a retry can help. A body that is not
+/// a job of this partner gets 200 too, since retrying it cannot help.
+pub async fn handle_deliver(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let job: Job = match serde_json::from_slice(&body) {
         Ok(job) => job,
         Err(error) => {

@@ -29,7 +29,7 @@ pub struct ObjectEvent {
     pub event_id: String,
 }
 
-/// What a trigger request asks of the sender.
+/// The kind of a trigger request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TriggerKind {
     /// A finalized object to read.
@@ -43,15 +43,17 @@ pub enum TriggerKind {
 /// Pub/Sub notification attribute values of Cloud Storage.
 const OBJECT_FINALIZE: &str = "OBJECT_FINALIZE";
 
-/// Reads a trigger request. Never fails: an envelope that cannot be decoded is
-/// [`TriggerKind::Malformed`], which the caller acknowledges so it is not redelivered forever.
+/// Reads a trigger request. An envelope that cannot be decoded is [`TriggerKind::Malformed`]
+/// rather than an error, so the caller acknowledges it and it is not redelivered.
 pub fn read_trigger(headers: &http::HeaderMap, body: &[u8]) -> TriggerKind {
     let trigger = match envelope::decode_trigger(headers, body) {
         Ok(trigger) => trigger,
         Err(error) => return malformed(&error),
     };
     match trigger {
-        Trigger::CloudEvent(event) if event.ty == STORAGE_OBJECT_FINALIZED => from_cloud_event(&event),
+        Trigger::CloudEvent(event) if event.ty == STORAGE_OBJECT_FINALIZED => {
+            from_cloud_event(&event)
+        }
         Trigger::CloudEvent(event) if event.ty == PUBSUB_MESSAGE_PUBLISHED => {
             match event.pubsub_envelope() {
                 Ok(envelope) => from_notification(&envelope.message),
@@ -154,7 +156,10 @@ mod tests {
     use http::{HeaderMap, HeaderValue};
     use pretty_assertions::assert_eq;
 
-    fn object_resource(generation: serde_json::Value, size: serde_json::Value) -> serde_json::Value {
+    fn object_resource(
+        generation: serde_json::Value,
+        size: serde_json::Value,
+    ) -> serde_json::Value {
         serde_json::json!({
             "kind": "storage#object",
             "id": "input-bucket/incoming/t-1/emails.csv/1712345678901234",
@@ -192,7 +197,10 @@ mod tests {
         let pairs = [
             ("ce-specversion", "1.0"),
             ("ce-id", "8842021412345"),
-            ("ce-source", "//storage.googleapis.com/projects/_/buckets/input-bucket"),
+            (
+                "ce-source",
+                "//storage.googleapis.com/projects/_/buckets/input-bucket",
+            ),
             ("ce-type", ty),
             ("ce-subject", "objects/incoming/t-1/emails.csv"),
             ("ce-time", "2024-04-05T12:00:00.123Z"),
@@ -235,14 +243,20 @@ mod tests {
     #[test]
     fn cloud_event_with_string_numbers() {
         let body = object_resource("1712345678901234".into(), "52".into()).to_string();
-        let kind = read_trigger(&cloud_event_headers(STORAGE_OBJECT_FINALIZED), body.as_bytes());
+        let kind = read_trigger(
+            &cloud_event_headers(STORAGE_OBJECT_FINALIZED),
+            body.as_bytes(),
+        );
         assert_eq!(kind, TriggerKind::Object(expected_event("8842021412345")));
     }
 
     #[test]
     fn cloud_event_with_json_numbers() {
         let body = object_resource(1_712_345_678_901_234_i64.into(), 52.into()).to_string();
-        let kind = read_trigger(&cloud_event_headers(STORAGE_OBJECT_FINALIZED), body.as_bytes());
+        let kind = read_trigger(
+            &cloud_event_headers(STORAGE_OBJECT_FINALIZED),
+            body.as_bytes(),
+        );
         assert_eq!(kind, TriggerKind::Object(expected_event("8842021412345")));
     }
 
@@ -267,7 +281,10 @@ mod tests {
     #[test]
     fn cloud_event_without_generation_is_malformed() {
         let body = r#"{"bucket":"input-bucket","name":"incoming/a.csv"}"#;
-        let kind = read_trigger(&cloud_event_headers(STORAGE_OBJECT_FINALIZED), body.as_bytes());
+        let kind = read_trigger(
+            &cloud_event_headers(STORAGE_OBJECT_FINALIZED),
+            body.as_bytes(),
+        );
         assert!(matches!(kind, TriggerKind::Malformed { .. }), "{kind:?}");
     }
 
@@ -326,7 +343,10 @@ mod tests {
         ];
         for (case, body) in cases {
             let kind = read_trigger(&HeaderMap::new(), &body);
-            assert!(matches!(kind, TriggerKind::Malformed { .. }), "{case}: {kind:?}");
+            assert!(
+                matches!(kind, TriggerKind::Malformed { .. }),
+                "{case}: {kind:?}"
+            );
         }
     }
 }

@@ -26,7 +26,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const BUCKET: &str = "input-bucket";
 const OBJECT: &str = "incoming/t-1/emails.csv";
 
-/// A Cloud Tasks stub that records every `CreateTask` and answers `AlreadyExists` for a name
+/// A Cloud Tasks stub that records every `CreateTask` and returns `AlreadyExists` for a name
 /// it has seen, like the service.
 #[derive(Debug, Default)]
 struct RecordingTasks {
@@ -80,7 +80,8 @@ fn harness(config: Config) -> Harness {
     let store = Arc::new(MemoryStore::new());
     let inserter = Arc::new(MemoryInserter::new());
     let tasks = Arc::new(RecordingTasks::default());
-    let client = google_cloud_tasks_v2::client::CloudTasks::from_stub::<RecordingTasks>(tasks.clone());
+    let client =
+        google_cloud_tasks_v2::client::CloudTasks::from_stub::<RecordingTasks>(tasks.clone());
     let state = AppState::new(
         config,
         Backends {
@@ -112,7 +113,10 @@ fn storage_event(bucket: &str, name: &str, generation: i64) -> Request<Body> {
     Request::post("/")
         .header("ce-specversion", "1.0")
         .header("ce-id", "evt-1")
-        .header("ce-source", format!("//storage.googleapis.com/projects/_/buckets/{bucket}"))
+        .header(
+            "ce-source",
+            format!("//storage.googleapis.com/projects/_/buckets/{bucket}"),
+        )
         .header("ce-type", "google.cloud.storage.object.v1.finalized")
         .header("ce-subject", format!("objects/{name}"))
         .header("ce-time", "2024-05-01T12:00:00.000Z")
@@ -130,7 +134,8 @@ async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, HeaderMa
 }
 
 fn json_body(body: &Bytes) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
 }
 
 const CSV: &str = "email,tenant_id\n\
@@ -199,7 +204,10 @@ async fn cloud_tasks_requests_match_jobs() {
         assert_eq!(http.http_method, HttpMethod::Post);
         assert_eq!(
             http.headers,
-            std::collections::HashMap::from([("Content-Type".to_string(), "application/json".to_string())])
+            std::collections::HashMap::from([(
+                "Content-Type".to_string(),
+                "application/json".to_string()
+            )])
         );
         let oidc = http.oidc_token().expect("an OIDC token");
         assert_eq!(oidc.service_account_email, SERVICE_ACCOUNT);
@@ -212,7 +220,10 @@ async fn cloud_tasks_requests_match_jobs() {
             .copied()
             .unwrap();
         assert_eq!(task.name, format!("{QUEUE_PATH}/tasks/{}", job.webhook_id));
-        assert_eq!(job.webhook_id, jobs::webhook_id(&source(generation), tenant, email));
+        assert_eq!(
+            job.webhook_id,
+            jobs::webhook_id(&source(generation), tenant, email)
+        );
         assert_eq!(job.tenant_id, tenant);
         assert_eq!(job.partner_id, "acme");
         assert_eq!(job.source_bucket, BUCKET);
@@ -258,16 +269,31 @@ async fn redelivered_event_creates_no_new_tasks() {
 async fn enqueue_failure_answers_503_and_retry_completes() {
     let h = harness(cloud_tasks_config());
     let generation = put_csv(&h.store);
-    h.tasks.failures.lock().unwrap().push_back(Code::Unavailable);
+    h.tasks
+        .failures
+        .lock()
+        .unwrap()
+        .push_back(Code::Unavailable);
 
     let (status, _, body) = send(&h.state, storage_event(BUCKET, OBJECT, generation)).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert_eq!(h.tasks.names.lock().unwrap().len(), 2);
 
     let (status, _, body) = send(&h.state, storage_event(BUCKET, OBJECT, generation)).await;
     assert_eq!(status, StatusCode::OK);
     let summary = json_body(&body);
-    assert_eq!((summary["enqueued"].clone(), summary["already_queued"].clone()), (json!(1), json!(2)));
+    assert_eq!(
+        (
+            summary["enqueued"].clone(),
+            summary["already_queued"].clone()
+        ),
+        (json!(1), json!(2))
+    );
     assert_eq!(h.tasks.names.lock().unwrap().len(), 3);
 }
 
@@ -275,11 +301,13 @@ async fn enqueue_failure_answers_503_and_retry_completes() {
 async fn storage_unavailable_answers_503() {
     let h = harness(cloud_tasks_config());
     let generation = put_csv(&h.store);
-    h.store.fail_next(StorageError::Transient("HTTP 503".into()));
+    h.store
+        .fail_next(StorageError::Transient("HTTP 503".into()));
     let (status, _, _) = send(&h.state, storage_event(BUCKET, OBJECT, generation)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
-    h.store.fail_next(StorageError::Permanent("HTTP 403".into()));
+    h.store
+        .fail_next(StorageError::Permanent("HTTP 403".into()));
     let (status, _, _) = send(&h.state, storage_event(BUCKET, OBJECT, generation)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(h.tasks.requests.lock().unwrap().len(), 0);
@@ -298,10 +326,11 @@ async fn bigquery_unavailable_answers_503() {
 }
 
 #[tokio::test]
-async fn events_that_are_not_for_the_sender_get_204() {
+async fn unhandled_events_get_204() {
     let h = harness(cloud_tasks_config());
     let generation = put_csv(&h.store);
-    h.store.put(BUCKET, "results/x.json", "{}", ObjectMeta::default());
+    h.store
+        .put(BUCKET, "results/x.json", "{}", ObjectMeta::default());
 
     let outside_prefix = storage_event(BUCKET, "results/x.json", generation + 1);
     let deleted = {
@@ -335,7 +364,9 @@ async fn events_that_are_not_for_the_sender_get_204() {
 #[tokio::test]
 async fn csv_without_email_column_is_dropped() {
     let h = harness(cloud_tasks_config());
-    let generation = h.store.put(BUCKET, OBJECT, "name\nJane\n", ObjectMeta::default());
+    let generation = h
+        .store
+        .put(BUCKET, OBJECT, "name\nJane\n", ObjectMeta::default());
     let (status, _, _) = send(&h.state, storage_event(BUCKET, OBJECT, generation)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(h.tasks.requests.lock().unwrap().len(), 0);
@@ -349,10 +380,23 @@ async fn metadata_tenant_beats_path_tenant() {
         ..ObjectMeta::default()
     };
     let generation = h.store.put(BUCKET, OBJECT, "email\na@example.com\n", meta);
-    let (status, _, _) = send(&h.state, storage_event(BUCKET, "incoming/t-1/emails.csv", generation)).await;
+    let (status, _, _) = send(
+        &h.state,
+        storage_event(BUCKET, "incoming/t-1/emails.csv", generation),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let requests = h.tasks.requests.lock().unwrap().clone();
-    let job: Job = serde_json::from_slice(&requests[0].task.as_ref().unwrap().http_request().unwrap().body).unwrap();
+    let job: Job = serde_json::from_slice(
+        &requests[0]
+            .task
+            .as_ref()
+            .unwrap()
+            .http_request()
+            .unwrap()
+            .body,
+    )
+    .unwrap();
     assert_eq!(job.tenant_id, "t-meta");
 }
 
@@ -360,10 +404,13 @@ async fn metadata_tenant_beats_path_tenant() {
 // POST /deliver
 // ---------------------------------------------------------------------------------------------
 
-/// A partner that answers from a script and records bodies and headers.
+/// A scripted response: status and headers.
+type ScriptedResponse = (u16, Vec<(&'static str, &'static str)>);
+
+/// A partner that responds from a script and records bodies and headers.
 #[derive(Debug, Default)]
 struct Partner {
-    answers: Mutex<VecDeque<(u16, Vec<(&'static str, &'static str)>)>>,
+    responses: Mutex<VecDeque<ScriptedResponse>>,
     received: Mutex<Vec<(HeaderMap, Bytes)>>,
 }
 
@@ -375,7 +422,7 @@ async fn start_partner(partner: Arc<Partner>) -> String {
     ) -> axum::response::Response {
         partner.received.lock().unwrap().push((headers, body));
         let (status, headers) = partner
-            .answers
+            .responses
             .lock()
             .unwrap()
             .pop_front()
@@ -396,9 +443,9 @@ async fn start_partner(partner: Arc<Partner>) -> String {
     format!("http://{address}/hook")
 }
 
-async fn deliver_harness(answers: Vec<(u16, Vec<(&'static str, &'static str)>)>) -> (Harness, Arc<Partner>) {
+async fn deliver_harness(responses: Vec<ScriptedResponse>) -> (Harness, Arc<Partner>) {
     let partner = Arc::new(Partner::default());
-    partner.answers.lock().unwrap().extend(answers);
+    partner.responses.lock().unwrap().extend(responses);
     let url = start_partner(partner.clone()).await;
     let config = Config {
         partner_webhook_url: url,
@@ -429,7 +476,9 @@ fn deliver_request(job: &Job, retry_count: Option<u32>) -> Request<Body> {
     if let Some(count) = retry_count {
         builder = builder.header("X-CloudTasks-TaskRetryCount", count.to_string());
     }
-    builder.body(Body::from(serde_json::to_vec(job).unwrap())).unwrap()
+    builder
+        .body(Body::from(serde_json::to_vec(job).unwrap()))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -446,7 +495,10 @@ async fn deliver_signs_and_records_success() {
     let received = partner.received.lock().unwrap().clone();
     assert_eq!(received.len(), 1);
     let (headers, body) = &received[0];
-    assert_eq!(body.as_ref(), br#"{"tenant_id":"t-1","input_email":"jane@example.com"}"#);
+    assert_eq!(
+        body.as_ref(),
+        br#"{"tenant_id":"t-1","input_email":"jane@example.com"}"#
+    );
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(headers["webhook-id"], job.webhook_id.as_str());
     let webhook = standardwebhooks::Webhook::new(SECRET).unwrap();
@@ -505,7 +557,11 @@ async fn deliver_permanent_records_failed_at_once() {
 
 #[tokio::test]
 async fn deliver_does_not_follow_redirects() {
-    let (h, partner) = deliver_harness(vec![(307, vec![("location", "http://127.0.0.1:9/elsewhere")])]).await;
+    let (h, partner) = deliver_harness(vec![(
+        307,
+        vec![("location", "http://127.0.0.1:9/elsewhere")],
+    )])
+    .await;
     let (status, _, body) = send(&h.state, deliver_request(&job(), None)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json_body(&body)["status"], "failed");
@@ -545,5 +601,8 @@ async fn deliver_connection_refused_is_retryable() {
     let (status, _, body) = send(&h.state, deliver_request(&job(), Some(0))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let error = json_body(&body)["error"].as_str().unwrap().to_string();
-    assert!(error.starts_with("the connection to the partner failed: "), "{error}");
+    assert!(
+        error.starts_with("the connection to the partner failed: "),
+        "{error}"
+    );
 }

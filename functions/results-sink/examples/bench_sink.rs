@@ -171,9 +171,7 @@ impl Warehouse {
     async fn count_rows(&self, config: &Config) -> anyhow::Result<usize> {
         match self {
             Warehouse::Memory(inserter) => Ok(inserter.rows(&config.results_table).len()),
-            Warehouse::Emulator { base_url, .. } => {
-                count_emulator_rows(base_url, config).await
-            }
+            Warehouse::Emulator { base_url, .. } => count_emulator_rows(base_url, config).await,
         }
     }
 }
@@ -216,7 +214,12 @@ fn push_bodies(count: usize) -> anyhow::Result<Vec<Bytes>> {
         fields["input_email"] = json!(format!("contact.{index}@example.com"));
         let result = EnrichmentResult::from_json(&fields)
             .map_err(|errors| anyhow::anyhow!("the payload is invalid: {errors:?}"))?;
-        let record = ResultRecord::new(PARTNER_ID, uuid::Uuid::new_v4().to_string(), Utc::now(), result);
+        let record = ResultRecord::new(
+            PARTNER_ID,
+            uuid::Uuid::new_v4().to_string(),
+            Utc::now(),
+            result,
+        );
         let message_id = format!("{run}-{index}");
         let envelope = json!({
             "message": {
@@ -245,15 +248,17 @@ fn start_server(
         .thread_name("sink-server")
         .build()
         .context("failed to build the server runtime")?;
-    let listener = runtime
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .context("failed to listen on 127.0.0.1")?;
+    // Bound here, before the thread starts, so that the address is known on return.
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("failed to listen on 127.0.0.1")?;
+    listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let (stop_sender, stop_receiver) = oneshot::channel::<()>();
 
     let config = config.clone();
     let thread = std::thread::spawn(move || {
         runtime.block_on(async move {
+            let listener = TcpListener::from_std(listener)?;
             let state = SinkState::new(&config, Arc::new(MemoryStore::new()), inserter);
             let shutdown = async {
                 let _ = stop_receiver.await;

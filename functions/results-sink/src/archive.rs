@@ -7,8 +7,6 @@
 //! Both are written with `ifGenerationMatch=0`, so a redelivered message leaves the first
 //! object in place.
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use enrichment_payload::ResultRecord;
@@ -81,15 +79,12 @@ pub fn message_as_pushed(message: &PubsubMessage) -> Value {
         "data".to_string(),
         Value::String(base64::engine::general_purpose::STANDARD.encode(&message.data)),
     );
-    let attributes: BTreeMap<String, Value> = message
+    let attributes: serde_json::Map<String, Value> = message
         .attributes
         .iter()
         .map(|(key, value)| (key.clone(), Value::String(value.clone())))
         .collect();
-    object.insert(
-        "attributes".to_string(),
-        Value::Object(attributes.into_iter().collect()),
-    );
+    object.insert("attributes".to_string(), Value::Object(attributes));
     object.insert(
         "messageId".to_string(),
         Value::String(message.message_id.clone()),
@@ -115,6 +110,7 @@ pub fn message_as_pushed(message: &PubsubMessage) -> Value {
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+    use std::collections::BTreeMap;
 
     #[test]
     fn path_segment_cases() {

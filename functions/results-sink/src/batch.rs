@@ -133,8 +133,9 @@ fn split_outcome(outcome: Result<(), InsertError>, rows: usize) -> Vec<Result<()
     match outcome {
         Ok(()) => vec![Ok(()); rows],
         Err(InsertError::Rows { errors }) if errors.iter().any(|error| error.index >= rows) => {
-            // An index outside the batch cannot be matched to its row, so every row fails and
-            // is sent again; the insertId keeps a stored row from being counted twice.
+            // An index outside the batch matches no row, so every row fails and is sent again.
+            // A row stored twice this way has one insertId, and the `latest_results` view
+            // keeps one row per message id.
             vec![Err(InsertError::Rows { errors }); rows]
         }
         Err(InsertError::Rows { errors }) => {

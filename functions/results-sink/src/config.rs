@@ -27,8 +27,8 @@ pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::from_millis(50);
 /// Upper bound of `BATCH_MAX_ROWS`: BigQuery accepts at most 50,000 rows in one insertAll
 /// request.
 const BATCH_MAX_ROWS_LIMIT: usize = 50_000;
-/// Upper bound of `BATCH_MAX_WAIT_MS`. A push waits for the answer only until its ack deadline
-/// (10 s by default), and the insert itself needs most of that time.
+/// Upper bound of `BATCH_MAX_WAIT_MS`. A push waits for the response only until its ack
+/// deadline (10 s by default), and the insert itself needs most of that time.
 const BATCH_MAX_WAIT_LIMIT_MS: u64 = 5_000;
 
 /// The sink's settings. Each field names its variable and default.
@@ -46,6 +46,10 @@ pub struct Config {
     /// required).
     pub archive_bucket: String,
     /// Rows after which a batch is sent at once (`BATCH_MAX_ROWS`, 500, at most 50,000).
+    ///
+    /// NOTE: a batch fills only when that many requests wait at once. With fewer requests in
+    /// flight per instance (Cloud Run's default concurrency is 80), every batch waits the
+    /// full `batch_max_wait`.
     pub batch_max_rows: usize,
     /// Longest time the first row of a batch waits for others (`BATCH_MAX_WAIT_MS`, 50 ms,
     /// at most 5,000 ms). 0 sends each batch with only the rows already waiting.

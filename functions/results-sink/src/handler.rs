@@ -90,7 +90,7 @@ pub fn router(state: SinkState) -> Router {
         .with_state(state)
 }
 
-/// What became of one request.
+/// Outcome of one request, which sets the response status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Stored,
@@ -154,8 +154,8 @@ async fn receive(State(state): State<SinkState>, headers: HeaderMap, body: Bytes
                 .await
         }
         // Pub/Sub gives every message an id, so a request without one did not come from a
-        // push subscription or Eventarc. A 400 tells its sender what is wrong; there is no id
-        // to key a `rejected/` object on.
+        // push subscription or Eventarc. Such a request has no id to name a `rejected/`
+        // object after, so the sink returns 400 with the reason to its sender.
         Err(error) => {
             tracing::warn!(error = %error, "request is not a Pub/Sub delivery");
             Outcome::NotPubsub(format!("The request is not a Pub/Sub delivery: {error}."))

@@ -26,7 +26,7 @@ pub use handler::{SinkState, router};
 /// Name of the service in logs.
 pub const SERVICE_NAME: &str = "results-sink";
 
-/// Why [`run`] stopped.
+/// Error that stops [`run`].
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot connect to Cloud Storage: {0}")]

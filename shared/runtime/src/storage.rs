@@ -118,14 +118,17 @@ impl GcsStore {
         let builder = Storage::builder();
         let builder = match emulator_host {
             Some(host) => builder
-                .with_endpoint(crate::config::emulator_url(host).unwrap_or_else(|| host.to_string()))
-                .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build()),
+                .with_endpoint(
+                    crate::config::emulator_url(host).unwrap_or_else(|| host.to_string()),
+                )
+                .with_credentials(
+                    google_cloud_auth::credentials::anonymous::Builder::new().build(),
+                ),
             None => builder,
         };
-        let client = builder
-            .build()
-            .await
-            .map_err(|e| StorageError::Permanent(format!("cannot build the storage client: {e}")))?;
+        let client = builder.build().await.map_err(|e| {
+            StorageError::Permanent(format!("cannot build the storage client: {e}"))
+        })?;
         Ok(Self { client })
     }
 }
@@ -136,7 +139,11 @@ fn bucket_path(bucket: &str) -> String {
 
 /// Maps a client error to [`StorageError`]. A 412 is not mapped here: only conditional writes
 /// expect one.
-fn classify_gcs_error(bucket: &str, name: &str, error: google_cloud_storage::Error) -> StorageError {
+fn classify_gcs_error(
+    bucket: &str,
+    name: &str,
+    error: google_cloud_storage::Error,
+) -> StorageError {
     use google_cloud_gax::error::rpc::Code;
 
     let status_code = error.http_status_code();
@@ -270,7 +277,11 @@ impl ObjectStore for GcsStore {
     }
 
     async fn read_small(&self, bucket: &str, name: &str) -> Result<Option<Bytes>, StorageError> {
-        let mut response = match self.client.read_object(bucket_path(bucket), name).send().await
+        let mut response = match self
+            .client
+            .read_object(bucket_path(bucket), name)
+            .send()
+            .await
         {
             Ok(response) => response,
             Err(error) => {
@@ -343,7 +354,10 @@ impl LocalDirStore {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = parent.join(format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let temp = parent.join(format!(
+            ".{file_name}.{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        ));
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -437,7 +451,7 @@ impl ObjectStore for LocalDirStore {
             .await
             .map_err(|e| local_io_error(&path, e))?;
         // A hard link is created atomically and fails when the name exists, like `create_new`,
-        // and the linked file already holds all of its content.
+        // and the linked file already contains all of its content.
         let linked = tokio::fs::hard_link(&temp, &path).await;
         let removed = tokio::fs::remove_file(&temp).await;
         match linked {
@@ -659,11 +673,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::new(dir.path());
         store
-            .write("input", "incoming/t1/a.csv", Bytes::from_static(b"email\na@b.co\n"), "text/csv")
+            .write(
+                "input",
+                "incoming/t1/a.csv",
+                Bytes::from_static(b"email\na@b.co\n"),
+                "text/csv",
+            )
             .await
             .unwrap();
 
-        let (meta, reader) = store.open("input", "incoming/t1/a.csv", None).await.unwrap();
+        let (meta, reader) = store
+            .open("input", "incoming/t1/a.csv", None)
+            .await
+            .unwrap();
         assert_eq!(meta.bucket, "input");
         assert_eq!(meta.name, "incoming/t1/a.csv");
         assert_eq!(meta.size, 13);
@@ -730,7 +752,12 @@ mod tests {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 store
-                    .write_if_absent("b", "claim", Bytes::from(format!("owner-{i}")), "text/plain")
+                    .write_if_absent(
+                        "b",
+                        "claim",
+                        Bytes::from(format!("owner-{i}")),
+                        "text/plain",
+                    )
                     .await
                     .unwrap()
             }));

@@ -3,7 +3,7 @@
 //!
 //! The queue itself (created by Terraform) carries the partner's policy: dispatch rate,
 //! maximum attempts and backoff. The task name is derived from the `webhook-id`, so a
-//! redelivered event creates nothing new: Cloud Tasks answers `AlreadyExists`.
+//! redelivered event creates nothing new: Cloud Tasks returns `AlreadyExists`.
 //!
 //! NOTE: Cloud Tasks rejects a reused task name only for about an hour after the first task
 //! with that name finished or was deleted. An event redelivered later than that enqueues the
@@ -25,7 +25,7 @@ use crate::jobs::Job;
 /// Tasks created at once by one enqueue call.
 pub const ENQUEUE_CONCURRENCY: usize = 16;
 /// Time added to the partner request timeout for the dispatch deadline. After the partner
-/// answers, `/deliver` still inserts the delivery row (an `insertAll` of up to 8 s) and Cloud
+/// responds, `/deliver` still inserts the delivery row (an `insertAll` of up to 8 s) and Cloud
 /// Run may queue the request briefly. A deadline that expires first makes Cloud Tasks retry a
 /// request the partner already received.
 pub const DISPATCH_DEADLINE_MARGIN: Duration = Duration::from_secs(15);
@@ -155,7 +155,10 @@ mod tests {
     fn dispatch_deadline_adds_margin_within_limits() {
         let secs = Duration::from_secs;
         assert_eq!(dispatch_deadline(secs(30)), secs(45));
-        assert_eq!(dispatch_deadline(Duration::from_millis(200)), Duration::from_millis(15_200));
+        assert_eq!(
+            dispatch_deadline(Duration::from_millis(200)),
+            Duration::from_millis(15_200)
+        );
         assert_eq!(dispatch_deadline(Duration::ZERO), secs(15));
         assert_eq!(dispatch_deadline(secs(29 * 60)), secs(29 * 60 + 15));
         assert_eq!(dispatch_deadline(secs(1790)), secs(30 * 60));

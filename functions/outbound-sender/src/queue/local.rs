@@ -8,8 +8,8 @@
 //!   [`ClaimStore`]), so a redelivered event does not send an email twice, in this process or
 //!   after a restart.
 //!
-//! NOTE: queued jobs live in memory until they finish, so a very large file holds all of its
-//! jobs at once (roughly 300 bytes each). Production uses Cloud Tasks instead.
+//! NOTE: queued jobs stay in memory until they finish, so a very large file keeps all of its
+//! jobs in memory at once (an estimated 300 bytes each). Production uses Cloud Tasks instead.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -184,7 +184,7 @@ struct Pending {
     job: Job,
     /// Attempts made so far; the next attempt's `X-CloudTasks-TaskRetryCount`.
     retry_count: u32,
-    /// Token of this job's claim once it holds one.
+    /// Token of this job's claim, after a successful claim.
     claim_token: Option<String>,
     /// Failed claim calls (storage errors), retried with the same backoff.
     claim_failures: u32,
@@ -318,7 +318,7 @@ impl Worker {
         self.policy.retry_jitter.then(rand::random::<f64>)
     }
 
-    /// Claims the job if it holds no claim yet, waits for its request slot, and starts the
+    /// Claims the job if it has no claim yet, waits for its request slot, and starts the
     /// attempt in its own task.
     async fn dispatch(&mut self, mut pending: Pending) {
         let job = &pending.job;
@@ -335,7 +335,9 @@ impl Worker {
                 .instrument(span.clone())
                 .await;
             match claimed {
-                Ok(ClaimOutcome::Claimed { claim_token }) => pending.claim_token = Some(claim_token),
+                Ok(ClaimOutcome::Claimed { claim_token }) => {
+                    pending.claim_token = Some(claim_token)
+                }
                 Ok(ClaimOutcome::Taken { status }) => {
                     span.in_scope(|| match status {
                         Some(ClaimStatus::Claimed) => tracing::warn!(
@@ -383,7 +385,13 @@ impl Worker {
                     };
                     let token = pending.claim_token.as_deref().unwrap_or_default();
                     if let Err(error) = claims
-                        .finish(&bucket, &pending.job.webhook_id, token, status, row.attempts)
+                        .finish(
+                            &bucket,
+                            &pending.job.webhook_id,
+                            token,
+                            status,
+                            row.attempts,
+                        )
                         .await
                     {
                         tracing::error!(%error, "writing the delivery record failed; it stays claimed");
@@ -429,16 +437,22 @@ impl Worker {
             self.delay(pending, Instant::now() + delay);
             return;
         }
-        span.in_scope(|| tracing::error!(%error, "claiming the delivery failed; giving up without sending"));
+        span.in_scope(
+            || tracing::error!(%error, "claiming the delivery failed; giving up without sending"),
+        );
         let row = pending.job.outcome_row(
             DeliveryStatus::Failed,
             0,
             None,
-            Some(format!("the delivery could not be claimed in the state bucket: {error}")),
+            Some(format!(
+                "the delivery could not be claimed in the state bucket: {error}"
+            )),
             chrono::Utc::now(),
         );
         if let Err(error) = self.core.recorder.insert_outcome(&row).await {
-            span.in_scope(|| tracing::error!(%error, "inserting the delivery row failed; the row is lost"));
+            span.in_scope(
+                || tracing::error!(%error, "inserting the delivery row failed; the row is lost"),
+            );
         }
         self.shared.finish(&pending.job);
     }
@@ -462,7 +476,7 @@ async fn sleep_until_or_forever(deadline: Option<Instant>) {
     }
 }
 
-/// The span of one delivery: its ids, and the email only as a keyed hash.
+/// Creates the span of one delivery: its ids, and the email only as a keyed hash.
 pub fn delivery_span(job: &Job) -> tracing::Span {
     tracing::info_span!(
         "delivery",

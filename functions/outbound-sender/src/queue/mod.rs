@@ -11,7 +11,7 @@ pub mod local;
 pub use cloud_tasks::CloudTasksQueue;
 pub use local::LocalQueue;
 
-/// What an enqueue call did.
+/// Counts from one enqueue call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EnqueueReport {
     /// Jobs added to the queue.
