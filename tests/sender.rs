@@ -946,6 +946,8 @@ async fn local_queue_default_interval_is_one_second() {
     );
     assert_eq!(requests[0].header("webhook-signature"), None);
     assert_eq!(requests[0].header("webhook-timestamp"), None);
-    let id = requests[0].header("webhook-id").expect("webhook-id is sent unsigned too");
+    let id = requests[0]
+        .header("webhook-id")
+        .expect("webhook-id is sent unsigned too");
     assert!(id.starts_with("msg_"), "webhook-id {id}");
 }

@@ -8,12 +8,12 @@ Subcommands:
       line each.
   first-200 --port PORT --body FILE [--secret S] [--runs N] [--timeout-secs T] -- CMD...
       Start CMD N times (default 5) and measure the time from the start of the process to the
-      first 200 answer to a POST of FILE to http://127.0.0.1:PORT/, signed with S when given.
+      first 200 response to a POST of FILE to http://127.0.0.1:PORT/, signed with S when given.
       Each process is stopped with SIGTERM, by its PID, before the next run. Print one JSON
       object with every run, the median and the maximum, in milliseconds.
   oha-summary FILE [--expect-status CODE]
       Print requests per second, p50 and p99 latency in milliseconds, and the request count
-      from one oha JSON report as one JSON object. Exit with status 1 when any answer had
+      from one oha JSON report as one JSON object. Exit with status 1 when any response had
       another status than CODE (default 200) or when oha saw errors.
   summary RESULTS MACHINE
       Print the Markdown summary of a run: the JSON lines of RESULTS (written by run.sh) as
@@ -90,7 +90,7 @@ def stop_process(process):
 
 
 def time_to_first_200(command, port, body, secret, timeout_secs):
-    """Start COMMAND and return the milliseconds until it first answers 200."""
+    """Start COMMAND and return the milliseconds until it first responds with 200."""
     headers = {"content-type": "application/json"}
     if secret:
         # Signed before the clock starts; the signature stays valid for minutes.
@@ -110,7 +110,7 @@ def time_to_first_200(command, port, body, secret, timeout_secs):
                 return (time.perf_counter() - started) * 1000.0
             time.sleep(0.0002)
         raise RuntimeError(
-            f"{command[0]} did not answer 200 within {timeout_secs} s "
+            f"{command[0]} did not respond with 200 within {timeout_secs} s "
             f"(last status: {last_status})"
         )
     finally:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks the inbound receiver, the outbound sender and the results sink on this machine,
-# in one run that installs its load tool, builds release binaries, starts the emulators it
-# needs on 127.0.0.1, and stops everything it started, by PID, when it ends.
+# Benchmarks the inbound receiver, the outbound sender and the results sink on this machine.
+# One run installs the load tool, builds release binaries and starts the emulators it needs on
+# 127.0.0.1. It stops everything it started, by PID, when it ends.
 #
 # Usage: tests/bench/run.sh [--only receiver|sender|sink] [--out DIR] [--load-secs N]
 #

@@ -63,7 +63,8 @@ pub struct Args {
     pub retry_base_ms: u64,
 
     /// Folder for the buckets (one subfolder each), the SQLite warehouse `warehouse.db` and
-    /// the log file `local-stack.log`.
+    /// the log file `local-stack.log`. Each run adds to this folder; delete it or pass another
+    /// folder to start clean.
     #[arg(long, default_value = ".local")]
     pub data_dir: PathBuf,
 

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -176,6 +177,29 @@ pub fn default_deadline(
         .saturating_add(DEADLINE_MARGIN)
 }
 
+/// Formats the line a run prints once the file is uploaded: rows, object, generation, rate and
+/// deadline, with the flag that changes the deadline.
+pub fn start_line(
+    rows: u64,
+    object_path: &Path,
+    generation: i64,
+    rate: f64,
+    deadline: Duration,
+) -> String {
+    let row_unit = if rows == 1 { "row" } else { "rows" };
+    let rate_unit = if rate == 1.0 {
+        "request/s"
+    } else {
+        "requests/s"
+    };
+    format!(
+        "Uploaded {rows} {row_unit} as {} (generation {generation}); rate {rate} {rate_unit}, \
+         deadline {} s (--timeout-secs).",
+        object_path.display(),
+        deadline.as_secs()
+    )
+}
+
 /// Formats one line of progress: the elapsed time and each stage's count.
 pub fn progress_line(counters: &Counters, elapsed: Duration) -> String {
     format!(
@@ -260,6 +284,9 @@ impl Progress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryContext {
     pub partner: PartnerStats,
+    /// Whether the partner fails attempts on purpose (`--partner-failure-rate` above 0); the
+    /// table counts those failures only then.
+    pub failures_injected: bool,
     pub missing_from_view: u64,
     pub timed_out: bool,
     pub elapsed: Duration,
@@ -274,14 +301,15 @@ pub fn summary_table(counters: &Counters, context: &SummaryContext) -> String {
         let _ = writeln!(table, "{}", line.trim_end());
     };
     row("emails read", counters.emails_read, String::new());
-    row(
-        "requests sent",
-        counters.requests_sent,
+    let injected = if context.failures_injected {
         format!(
             "(injected failures: 500 x{}, 429 x{})",
             partner.injected_server_errors, partner.injected_rate_limits
-        ),
-    );
+        )
+    } else {
+        String::new()
+    };
+    row("requests sent", counters.requests_sent, injected);
     row("results received", counters.results_received, String::new());
     row("rows stored", counters.rows_stored, String::new());
     row("failed", counters.failed, String::new());
@@ -421,6 +449,7 @@ mod tests {
                 injected_rate_limits: 3,
                 ..PartnerStats::default()
             },
+            failures_injected: true,
             missing_from_view: 0,
             timed_out: false,
             elapsed: Duration::from_millis(2_500),
@@ -442,6 +471,56 @@ mod tests {
     }
 
     #[test]
+    fn summary_table_without_injected_failures() {
+        let context = SummaryContext {
+            partner: PartnerStats::default(),
+            failures_injected: false,
+            missing_from_view: 0,
+            timed_out: false,
+            elapsed: Duration::from_millis(2_500),
+        };
+        let table = summary_table(&SAMPLE, &context);
+        assert!(
+            table.contains("\n  requests sent           41\n"),
+            "{table}"
+        );
+        assert!(!table.contains("injected"), "{table}");
+    }
+
+    #[test]
+    fn start_line_plural_rows_and_rate() {
+        assert_eq!(
+            start_line(
+                39,
+                Path::new(".local/input/incoming/demo-tenant/contacts.csv"),
+                1_700_000_000_123_456_789,
+                50.0,
+                Duration::from_secs(36)
+            ),
+            "Uploaded 39 rows as .local/input/incoming/demo-tenant/contacts.csv (generation \
+             1700000000123456789); rate 50 requests/s, deadline 36 s (--timeout-secs)."
+        );
+    }
+
+    #[test]
+    fn start_line_singular_row_and_rate() {
+        assert_eq!(
+            start_line(1, Path::new("a.csv"), 7, 1.0, Duration::from_secs(200)),
+            "Uploaded 1 row as a.csv (generation 7); rate 1 request/s, deadline 200 s \
+             (--timeout-secs)."
+        );
+    }
+
+    #[test]
+    fn start_line_fractional_rate_is_plural() {
+        assert_eq!(
+            start_line(2, Path::new("a.csv"), 7, 0.5, Duration::from_secs(200)),
+            "Uploaded 2 rows as a.csv (generation 7); rate 0.5 requests/s, deadline 200 s \
+             (--timeout-secs)."
+        );
+    }
+
+    #[test]
     fn summary_table_names_the_loss() {
         let lost = Counters {
             rows_stored: 30,
@@ -449,6 +528,7 @@ mod tests {
         };
         let context = SummaryContext {
             partner: PartnerStats::default(),
+            failures_injected: false,
             missing_from_view: 3,
             timed_out: false,
             elapsed: Duration::from_secs(1),

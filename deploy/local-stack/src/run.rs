@@ -69,12 +69,14 @@ pub async fn run_file(
         generation: object.generation,
     };
     eprintln!(
-        "Uploaded {} rows as {} (generation {}); rate {} requests/s, deadline {} s.",
-        emails_read,
-        stack.object_path(&object).display(),
-        object.generation,
-        args.rate,
-        deadline.as_secs()
+        "{}",
+        report::start_line(
+            emails_read,
+            &stack.object_path(&object),
+            object.generation,
+            args.rate,
+            deadline
+        )
     );
 
     let outcome = stack.trigger(&object).await?;
@@ -101,6 +103,7 @@ pub async fn run_file(
 
     let context = SummaryContext {
         partner: stack.partner.stats(),
+        failures_injected: args.partner_failure_rate > 0.0,
         missing_from_view: stored.missing_from_view,
         timed_out: end == WaitEnd::TimedOut,
         elapsed: progress.elapsed(),

@@ -22,6 +22,7 @@ pub async fn serve(
         sender_url: &stack.sender_url,
         sink_url: &stack.sink_url,
         partner_url: &stack.partner_url,
+        receiver_secret: &stack.receiver_secret,
         receiver_key_hex: &key_hex,
         data_dir: &stack.data_dir,
         input_bucket: INPUT_BUCKET,

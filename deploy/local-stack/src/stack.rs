@@ -64,33 +64,36 @@ pub struct StackOptions {
     pub seed: u64,
 }
 
-/// Errors from starting the stack or handing it a file.
+/// Errors from starting the stack or handing it a file. Messages leave out the source error,
+/// which `{:#}` (as `main` prints errors) appends after a colon.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
-    #[error("cannot create the data folder {path}: {source}")]
+    #[error("cannot create the data folder {path}")]
     DataDir {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
-    #[error(
-        "cannot listen on {addr}: {source}; free the port or choose another with its --*-port flag"
-    )]
+    /// The OS error is part of the message and not the error's source, so that a printed
+    /// chain (`{:#}`) shows it once, before the hint.
+    #[error("cannot listen on {addr}: {error}; free the port or choose another with {flag}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        /// The command-line flag that sets this port, such as `--receiver-port`.
+        flag: &'static str,
+        error: std::io::Error,
     },
-    #[error("invalid configuration of the {function}: {source}")]
+    #[error("invalid configuration of the {function}")]
     Config {
         function: &'static str,
         source: ConfigError,
     },
     #[error(transparent)]
     Partner(#[from] PartnerError),
-    #[error("cannot build the sender: {0}")]
+    #[error("cannot build the sender")]
     Sender(#[from] outbound_sender::BuildError),
-    #[error("cannot write the upload: {0}")]
+    #[error("cannot write the upload")]
     Upload(#[from] StorageError),
     #[error("the sender did not take the storage event: {0}")]
     Trigger(String),
@@ -124,19 +127,14 @@ pub struct TriggerOutcome {
     pub body: Option<serde_json::Value>,
 }
 
-async fn bind(port: u16) -> Result<TcpListener, StackError> {
+/// Binds 127.0.0.1:`port` and returns the listener with its URL; `flag` is the command-line
+/// flag that sets the port, named in the error.
+async fn listen(port: u16, flag: &'static str) -> Result<(TcpListener, String), StackError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StackError::Bind { addr, source })
-}
-
-fn url_of(listener: &TcpListener) -> Result<String, StackError> {
-    let addr = listener.local_addr().map_err(|source| StackError::Bind {
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        source,
-    })?;
-    Ok(format!("http://{addr}/"))
+    let bind_error = |error| StackError::Bind { addr, flag, error };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, format!("http://{bound}/")))
 }
 
 fn config_error(function: &'static str) -> impl FnOnce(ConfigError) -> StackError {
@@ -153,14 +151,12 @@ impl Stack {
         let warehouse = Warehouse::open(&options.data_dir.join(WAREHOUSE_FILE))?;
         let store = LocalDirStore::new(&options.data_dir);
 
-        let receiver_listener = bind(options.ports.receiver).await?;
-        let sender_listener = bind(options.ports.sender).await?;
-        let sink_listener = bind(options.ports.sink).await?;
-        let partner_listener = bind(options.ports.partner).await?;
-        let receiver_url = url_of(&receiver_listener)?;
-        let sender_url = url_of(&sender_listener)?;
-        let sink_url = url_of(&sink_listener)?;
-        let partner_url = url_of(&partner_listener)?;
+        let (receiver_listener, receiver_url) =
+            listen(options.ports.receiver, "--receiver-port").await?;
+        let (sender_listener, sender_url) = listen(options.ports.sender, "--sender-port").await?;
+        let (sink_listener, sink_url) = listen(options.ports.sink, "--sink-port").await?;
+        let (partner_listener, partner_url) =
+            listen(options.ports.partner, "--partner-port").await?;
 
         // Fresh secrets per start: the sender signs with `partner_secret` and the partner
         // verifies it; the partner signs callbacks with `receiver_secret`.

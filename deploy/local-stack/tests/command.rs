@@ -387,8 +387,8 @@ fn serve_commands_work() {
                 .unwrap();
             phones
                 == vec![
-                    ("acme".to_string(), "+15550100199".to_string()),
-                    ("globex".to_string(), "+15550100199".to_string()),
+                    ("acme".to_string(), "+14155552671".to_string()),
+                    ("globex".to_string(), "+14155552671".to_string()),
                 ]
         },
     );

@@ -1,6 +1,6 @@
 //! Pacing of the local delivery queue, for `tests/bench/run.sh`.
 //!
-//! It starts a partner server on `127.0.0.1:0` that answers 200 and notes when each request
+//! It starts a partner server on `127.0.0.1:0` that responds with 200 and records when each request
 //! arrives, enqueues `BENCH_REQUESTS` jobs (default 200) on the sender's local queue with
 //! `MIN_REQUEST_INTERVAL_MS` (default 50, so 20 requests per second), waits until every job is
 //! delivered, and prints the gaps between consecutive arrivals as one JSON object on standard

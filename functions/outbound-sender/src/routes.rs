@@ -173,6 +173,12 @@ pub async fn handle_deliver(
                 "error": attempt.error_text(),
             });
             let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            // NOTE: Cloud Tasks schedules the task's retry from the queue's retry config
+            // (min_backoff doubled per retry: 2, 4 and 8 s by default) and does not promise to
+            // honour this Retry-After for the task. Its HttpRequest reference
+            // (google-cloud-tasks-v2 1.13.0) says only that Retry-After is considered when it
+            // throttles the whole queue after 429 and 503 responses. The `local` queue does not
+            // use this route and waits for the partner's Retry-After itself.
             if let Some(delay) = retry_after {
                 // Whole seconds, rounded up so the partner's wish is never cut short.
                 let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);

@@ -74,7 +74,7 @@ impl RunLimits {
     }
 }
 
-/// What the clients saw.
+/// Counts and latencies seen by the clients.
 #[derive(Debug, Default)]
 struct ClientTally {
     stored: usize,
@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the rows go.
+/// The warehouse that receives the rows.
 enum Warehouse {
     Memory(Arc<MemoryInserter>),
     Emulator {
@@ -193,12 +193,12 @@ async fn count_emulator_rows(base_url: &str, config: &Config) -> anyhow::Result<
         .context("the row count query failed")?
         .json()
         .await
-        .context("the row count answer is not JSON")?;
+        .context("the row count response is not JSON")?;
     let count = response
         .pointer("/rows/0/f/0/v")
         .and_then(Value::as_str)
         .and_then(|text| text.parse().ok())
-        .with_context(|| format!("the row count answer has no count: {response}"))?;
+        .with_context(|| format!("the row count response has no count: {response}"))?;
     Ok(count)
 }
 
