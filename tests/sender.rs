@@ -433,6 +433,95 @@ async fn gzipped_text_files_with_and_without_transcoding() {
 }
 
 #[tokio::test]
+async fn corrupt_gzip_sends_rows_read_before_error() {
+    let (storage, bucket, store) = emulator_bucket("sender-corrupt").await;
+    let partner = PartnerServer::start().await;
+    let inserter = Arc::new(MemoryInserter::new());
+    let sender = Sender::start(test_config(&partner.url()), store, inserter.clone()).await;
+
+    // A complete first gzip member, then a second member without its 8-byte trailer (CRC-32
+    // and size): its row decodes, and then reading fails.
+    let mut data = gzip(b"email\nx@example.com\nnot-an-email\ny@example.com\n");
+    let second = gzip(b"z@example.com\n");
+    data.extend_from_slice(&second[..second.len() - 8]);
+    let object = storage
+        .upload(
+            &bucket,
+            "incoming/t-5/emails.csv.gz",
+            data,
+            Upload {
+                content_type: Some("application/gzip".into()),
+                ..Upload::default()
+            },
+        )
+        .await;
+
+    let (status, body) = sender.trigger(&cloud_event(&object)).await;
+    assert_eq!(status, 204, "{body}");
+    let source = source_of(&object);
+    sender.wait_for(&source).await;
+
+    let requests = partner.requests_after(Duration::from_millis(300)).await;
+    assert_requests(
+        &requests,
+        &source,
+        &[
+            ("t-5", "x@example.com"),
+            ("t-5", "y@example.com"),
+            ("t-5", "z@example.com"),
+        ],
+    );
+    let mut statuses: Vec<(String, String)> = inserter
+        .rows("deliveries")
+        .iter()
+        .map(|row| {
+            let status = row.json["status"].as_str().unwrap().to_string();
+            let email = row.json["input_email"].as_str().unwrap().to_string();
+            (email, status)
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![
+            ("not-an-email".to_string(), "invalid_email".to_string()),
+            ("x@example.com".to_string(), "delivered".to_string()),
+            ("y@example.com".to_string(), "delivered".to_string()),
+            ("z@example.com".to_string(), "delivered".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn generation_zero_or_negative_sends_nothing() {
+    let (storage, bucket, store) = emulator_bucket("sender-generation").await;
+    let partner = PartnerServer::start().await;
+    let inserter = Arc::new(MemoryInserter::new());
+    let sender = Sender::start(test_config(&partner.url()), store, inserter.clone()).await;
+
+    let object = storage
+        .upload(
+            &bucket,
+            "incoming/t-6/emails.txt",
+            b"x@example.com\n".to_vec(),
+            Upload::default(),
+        )
+        .await;
+    for generation in ["0", "-1"] {
+        let event = ObjectResource {
+            generation: generation.into(),
+            ..object.clone()
+        };
+        let (status, body) = sender.trigger(&cloud_event(&event)).await;
+        assert_eq!(status, 204, "generation {generation}: {body}");
+    }
+
+    let requests = partner.requests_after(Duration::from_millis(500)).await;
+    assert_eq!(requests.len(), 0);
+    assert_eq!(inserter.rows("deliveries").len(), 0);
+}
+
+#[tokio::test]
 async fn redelivered_event_sends_each_email_once() {
     let (storage, bucket, store) = emulator_bucket("sender-redelivery").await;
     let partner = PartnerServer::start().await;

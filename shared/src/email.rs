@@ -2,14 +2,16 @@
 //!
 //! An address is valid when it is an RFC 5322 addr-spec (plus-addressing and quoted local
 //! parts included) whose domain is a host name with at least one dot. Domain literals
-//! (`a@[127.0.0.1]`), display-name forms (`Jane <jane@example.com>`) and control characters
-//! are invalid.
+//! (`a@[127.0.0.1]`), display-name forms (`Jane <jane@example.com>`), control characters and
+//! invisible format characters (Unicode category Cf, such as zero-width spaces and bidi
+//! controls) are invalid.
 //!
 //! Normalisation trims the address and lowercases the domain, and keeps an internationalised
 //! domain in the form it was given: Unicode stays Unicode and punycode (`xn--`) stays
 //! punycode. The local part keeps its case because RFC 5321 makes it case sensitive.
 
 use email_address::{EmailAddress, Options};
+use unicode_general_category::{GeneralCategory, get_general_category};
 
 use crate::validation::ErrorCode;
 
@@ -29,8 +31,11 @@ pub fn normalize_email(raw: &str) -> Result<String, ErrorCode> {
     if address.chars().count() > MAX_EMAIL_CHARS {
         return Err(ErrorCode::TooLong);
     }
-    // The parser accepts any non-ASCII character in atoms, control characters included.
-    if address.chars().any(char::is_control) {
+    // The parser accepts any non-ASCII character in atoms, control and format characters
+    // included. Format characters are invisible, so `a\u{200B}b@x.com` would look like `ab@x.com`
+    // and a bidi override could show the address reversed.
+    let hidden = |c: char| c.is_control() || get_general_category(c) == GeneralCategory::Format;
+    if address.chars().any(hidden) {
         return Err(ErrorCode::InvalidEmail);
     }
 
@@ -98,6 +103,13 @@ mod tests {
             ("a@-example.com", Err(ErrorCode::InvalidEmail)),
             ("a\u{7}b@example.com", Err(ErrorCode::InvalidEmail)),
             ("a\u{85}b@example.com", Err(ErrorCode::InvalidEmail)),
+            ("a\u{200B}b@example.com", Err(ErrorCode::InvalidEmail)),
+            ("a\u{200D}b@example.com", Err(ErrorCode::InvalidEmail)),
+            ("\u{202E}moc.elpmaxe@a", Err(ErrorCode::InvalidEmail)),
+            ("a@\u{2066}example.com", Err(ErrorCode::InvalidEmail)),
+            ("a\u{FEFF}@example.com", Err(ErrorCode::InvalidEmail)),
+            ("a\u{AD}b@example.com", Err(ErrorCode::InvalidEmail)),
+            ("a@exam\u{200B}ple.com", Err(ErrorCode::InvalidEmail)),
             ("a.@example.com", Err(ErrorCode::InvalidEmail)),
             ("a..b@example.com", Err(ErrorCode::InvalidEmail)),
         ];

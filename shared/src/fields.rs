@@ -48,8 +48,9 @@ pub fn normalize_phone_number(raw: &str) -> Result<String, ErrorCode> {
 /// Normalises a LinkedIn profile or company URL.
 ///
 /// A missing scheme becomes `https://`. The URL must be http or https without user name or
-/// password, and its host must be `linkedin.com` or a subdomain of it. The result is the
-/// URL in the WHATWG serialisation of the `url` crate (lowercase host, `/` path when empty).
+/// password, and its host must be a valid DNS name equal to `linkedin.com` or a subdomain of
+/// it. The result is the URL in the WHATWG serialisation of the `url` crate (lowercase host,
+/// `/` path when empty).
 pub fn normalize_linkedin_url(raw: &str) -> Result<String, ErrorCode> {
     if raw.chars().count() > MAX_URL_CHARS {
         return Err(ErrorCode::TooLong);
@@ -70,6 +71,14 @@ pub fn normalize_linkedin_url(raw: &str) -> Result<String, ErrorCode> {
     };
     if !on_linkedin {
         return Err(ErrorCode::NotLinkedin);
+    }
+    // The URL parser keeps empty labels (`.linkedin.com`, `x..linkedin.com`) and labels that
+    // DNS does not allow, so the host is checked with STD3 rules as company domains are.
+    if url
+        .host_str()
+        .is_none_or(|host| idna::domain_to_ascii_strict(host).is_err())
+    {
+        return Err(ErrorCode::InvalidUrl);
     }
 
     let normalized = String::from(url);
@@ -114,12 +123,14 @@ pub fn normalize_company_domain(raw: &str) -> Result<String, ErrorCode> {
     Ok(host.to_owned())
 }
 
-/// Checks a person's name: at most [`MAX_NAME_CHARS`] characters, no control characters.
+/// Checks a person's name: at most [`MAX_NAME_CHARS`] characters, no control characters and
+/// no bidi embedding, override or isolate controls.
 pub fn normalize_name(raw: &str) -> Result<String, ErrorCode> {
     check_plain_text(raw, MAX_NAME_CHARS)
 }
 
-/// Checks a tenant id: at most [`MAX_TENANT_ID_CHARS`] characters, no control characters.
+/// Checks a tenant id: at most [`MAX_TENANT_ID_CHARS`] characters, no control characters and
+/// no bidi embedding, override or isolate controls.
 pub fn normalize_tenant_id(raw: &str) -> Result<String, ErrorCode> {
     check_plain_text(raw.trim(), MAX_TENANT_ID_CHARS)
 }
@@ -128,10 +139,18 @@ fn check_plain_text(value: &str, max_chars: usize) -> Result<String, ErrorCode> 
     if value.chars().count() > max_chars {
         return Err(ErrorCode::TooLong);
     }
-    if value.chars().any(char::is_control) {
+    if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Err(ErrorCode::ControlCharacters);
     }
     Ok(value.to_owned())
+}
+
+/// Checks for the explicit bidi formatting characters of Unicode's bidi algorithm (UAX #9):
+/// embeddings and overrides U+202A to U+202E, and isolates U+2066 to U+2069. They can make
+/// text display in an order other than the stored one. Zero-width joiners and the
+/// left-to-right and right-to-left marks stay allowed, because some scripts need them in names.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Parses `raw` as an http or https URL, prefixing `default_scheme` when it has none.
@@ -256,6 +275,15 @@ mod tests {
                 ("javascript:alert(1)", Err(ErrorCode::InvalidUrl)),
                 ("https://", Err(ErrorCode::InvalidUrl)),
                 ("https://linked in.com/in/x", Err(ErrorCode::InvalidUrl)),
+                ("https://.linkedin.com/in/x", Err(ErrorCode::InvalidUrl)),
+                ("https://x..linkedin.com/in/x", Err(ErrorCode::InvalidUrl)),
+                ("https://..linkedin.com/in/x", Err(ErrorCode::InvalidUrl)),
+                ("https://-x.linkedin.com/in/x", Err(ErrorCode::InvalidUrl)),
+                ("https://x_y.linkedin.com/in/x", Err(ErrorCode::InvalidUrl)),
+                (
+                    "https://a-b.uk.linkedin.com/in/x",
+                    Ok("https://a-b.uk.linkedin.com/in/x"),
+                ),
             ],
         );
     }
@@ -338,6 +366,12 @@ mod tests {
                 ("Jane\u{0}Doe", Err(ErrorCode::ControlCharacters)),
                 ("Jane\u{7f}Doe", Err(ErrorCode::ControlCharacters)),
                 ("Jane\u{9b}Doe", Err(ErrorCode::ControlCharacters)),
+                ("Jane\u{202E}eoD", Err(ErrorCode::ControlCharacters)),
+                ("Jane\u{202A}Doe", Err(ErrorCode::ControlCharacters)),
+                ("Jane\u{2066}Doe\u{2069}", Err(ErrorCode::ControlCharacters)),
+                ("Jane\u{2068}Doe", Err(ErrorCode::ControlCharacters)),
+                ("می\u{200C}خواهم", Ok("می\u{200C}خواهم")),
+                ("Jane\u{200F}Doe", Ok("Jane\u{200F}Doe")),
             ],
         );
     }
@@ -354,6 +388,7 @@ mod tests {
                 (at_limit.as_str(), Ok(at_limit.as_str())),
                 (over_limit.as_str(), Err(ErrorCode::TooLong)),
                 ("tenant\r1", Err(ErrorCode::ControlCharacters)),
+                ("tenant\u{202E}1", Err(ErrorCode::ControlCharacters)),
             ],
         );
     }

@@ -24,6 +24,10 @@ pub const KNOWN_FIELDS: [&str; 7] = [
 pub const MAX_EXTRA_FIELDS: usize = 50;
 /// Maximum size of `extra` serialised as compact JSON, in bytes.
 pub const MAX_EXTRA_BYTES: usize = 16 * 1024;
+/// Maximum nesting of arrays and objects inside one value of `extra`: `{"k": [[1]]}` has a
+/// value of depth 2. The results sink parses `extra` again inside the Pub/Sub record, and
+/// serde_json stops at 128 levels, so a deep value would pass here and fail there.
+pub const MAX_EXTRA_DEPTH: usize = 32;
 
 /// Field name reported for errors about the body as a whole.
 pub const BODY_FIELD: &str = "body";
@@ -170,7 +174,7 @@ fn check_field(
     }
 }
 
-/// Applies the count and size limits to the unknown fields.
+/// Applies the count, size and nesting limits to the unknown fields.
 fn check_extra(extra: &Map<String, Value>, errors: &mut ValidationErrors) {
     if extra.len() > MAX_EXTRA_FIELDS {
         errors.push(FieldError::new(
@@ -191,6 +195,33 @@ fn check_extra(extra: &Map<String, Value>, errors: &mut ValidationErrors) {
                 "The unknown fields take {size} bytes as JSON; at most {MAX_EXTRA_BYTES} bytes are kept."
             ),
         ));
+    }
+    if extra
+        .values()
+        .any(|value| exceeds_depth(value, MAX_EXTRA_DEPTH))
+    {
+        errors.push(FieldError::new(
+            EXTRA_FIELD,
+            ErrorCode::TooLarge,
+            format!(
+                "An unknown field nests arrays or objects more than {MAX_EXTRA_DEPTH} levels \
+                 deep; send flatter values."
+            ),
+        ));
+    }
+}
+
+/// Checks whether `value` nests arrays and objects more than `max_depth` levels deep. The
+/// walk stops below `max_depth`, so the recursion stays bounded whatever the input.
+fn exceeds_depth(value: &Value, max_depth: usize) -> bool {
+    match value {
+        Value::Array(items) => {
+            max_depth == 0 || items.iter().any(|item| exceeds_depth(item, max_depth - 1))
+        }
+        Value::Object(map) => {
+            max_depth == 0 || map.values().any(|item| exceeds_depth(item, max_depth - 1))
+        }
+        _ => false,
     }
 }
 
@@ -232,7 +263,10 @@ fn error_for(field: &'static str, code: ErrorCode) -> FieldError {
             format!("{field} must be at most {MAX_TENANT_ID_CHARS} characters long.")
         }
         (_, ErrorCode::ControlCharacters) => {
-            format!("{field} must not contain control characters such as newlines or tabs.")
+            format!(
+                "{field} must not contain control characters such as newlines, tabs or bidi \
+                 overrides."
+            )
         }
         (_, code) => format!("{field} is invalid ({code})."),
     };
@@ -553,6 +587,44 @@ mod tests {
                 ("extra".to_owned(), ErrorCode::TooLarge),
             ]
         );
+    }
+
+    /// Builds `{"input_email": ..., "deep": [[...[1]...]]}` with `depth` nested arrays.
+    fn body_with_depth(depth: usize) -> Value {
+        let mut value = json!(1);
+        for _ in 0..depth {
+            value = json!([value]);
+        }
+        json!({"input_email": "a@example.com", "deep": value})
+    }
+
+    #[test]
+    fn extra_depth_limit() {
+        let at_limit = body_with_depth(MAX_EXTRA_DEPTH);
+        let result = EnrichmentResult::from_json(&at_limit).unwrap();
+        assert_eq!(result.extra["deep"], at_limit["deep"]);
+
+        let flat = json!({"input_email": "a@example.com", "n": 1, "o": {}, "a": []});
+        assert_eq!(EnrichmentResult::from_json(&flat).unwrap().extra.len(), 3);
+
+        let expected = vec![FieldError::new(
+            "extra",
+            ErrorCode::TooLarge,
+            "An unknown field nests arrays or objects more than 32 levels deep; send flatter \
+             values.",
+        )];
+        let over_limit = body_with_depth(MAX_EXTRA_DEPTH + 1);
+        let errors = EnrichmentResult::from_json(&over_limit).unwrap_err();
+        assert_eq!(errors.errors(), expected.as_slice());
+
+        // Objects count as levels too, and the parser's own limit of 128 is not reached.
+        let mut nested = json!({});
+        for _ in 0..120 {
+            nested = json!({"k": nested});
+        }
+        let body = serde_json::to_vec(&json!({"input_email": "a@example.com", "d": nested}));
+        let errors = EnrichmentResult::from_slice(&body.unwrap()).unwrap_err();
+        assert_eq!(errors.errors(), expected.as_slice());
     }
 
     #[test]

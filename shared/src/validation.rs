@@ -31,7 +31,7 @@ pub enum ErrorCode {
     ControlCharacters,
     /// `extra` has more keys than allowed.
     TooManyFields,
-    /// `extra` (or a whole body) is larger than allowed.
+    /// `extra` (or a whole body) is larger or more deeply nested than allowed.
     TooLarge,
     /// The body is not valid JSON.
     InvalidJson,

@@ -49,6 +49,14 @@ with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
 # is missing, for example after an interrupted install, and reused otherwise. A lock file
 # keeps two concurrent runs from building the same environment at once. The environment's
 # path is left in the variable VENV_DIR.
+# Prints the package pins of a requirements FILE, one per line, without comments and blank
+# lines, for ensure_venv. The files hold every package of an environment (pip freeze), so that a
+# new release of a dependency cannot change what a fresh machine installs.
+read_requirements() {
+    [[ -f $1 ]] || die "requirements file $1 not found"
+    grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$1"
+}
+
 ensure_venv() {
     local name=$1
     shift

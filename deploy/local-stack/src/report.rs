@@ -284,8 +284,8 @@ impl Progress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryContext {
     pub partner: PartnerStats,
-    /// Whether the partner fails attempts on purpose (`--partner-failure-rate` above 0); the
-    /// table counts those failures only then.
+    /// Whether the partner fails attempts on purpose (`--partner-failure-rate` above 0). The
+    /// table shows the injected failures only then.
     pub failures_injected: bool,
     pub missing_from_view: u64,
     pub timed_out: bool,

@@ -127,8 +127,8 @@ pub struct TriggerOutcome {
     pub body: Option<serde_json::Value>,
 }
 
-/// Binds 127.0.0.1:`port` and returns the listener with its URL; `flag` is the command-line
-/// flag that sets the port, named in the error.
+/// Binds 127.0.0.1:`port` and returns the listener with its URL. `flag` is the command-line
+/// flag that sets the port, for the error message.
 async fn listen(port: u16, flag: &'static str) -> Result<(TcpListener, String), StackError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let bind_error = |error| StackError::Bind { addr, flag, error };

@@ -261,7 +261,7 @@ fn file_without_email_column_is_an_error() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
         "local-stack: reading people.csv as an input file: the CSV header has no input_email or \
-         email column (header: name,phone)\n"
+         email column (it has 2 columns); the first record must name the columns\n"
     );
 }
 

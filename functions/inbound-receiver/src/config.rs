@@ -25,6 +25,15 @@ pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Accepted range of `PUBLISH_TIMEOUT_SECS`. A publish that takes longer than 10 minutes has
+/// failed, and the partner's HTTP client gives up long before that.
+pub const MIN_PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const MAX_PUBLISH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Shortest accepted signing key of a `WEBHOOK_SECRETS` entry, in bytes after base64
+/// decoding. Shorter keys can be guessed; generated secrets have 24 to 32 bytes.
+pub const MIN_SIGNING_KEY_BYTES: usize = 16;
+
 /// Largest accepted `MAX_BODY_BYTES`: Pub/Sub's limit on one message is 10 MB.
 pub const MAX_BODY_BYTES_LIMIT: usize = 10_000_000;
 
@@ -48,7 +57,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Base URL of the Pub/Sub emulator from `PUBSUB_EMULATOR_HOST`, if set.
     pub pubsub_emulator: Option<String>,
-    /// Time limit of one publish (`PUBLISH_TIMEOUT_SECS`, default 10 s).
+    /// Time limit of one publish (`PUBLISH_TIMEOUT_SECS`, 1 to 600 s, default 10 s).
     pub publish_timeout: Duration,
 }
 
@@ -134,7 +143,12 @@ impl Config {
         }
 
         let pubsub_emulator = env.emulator_endpoint(PUBSUB_EMULATOR_HOST)?;
-        let publish_timeout = env.duration_secs(PUBLISH_TIMEOUT_SECS, DEFAULT_PUBLISH_TIMEOUT)?;
+        let publish_timeout = env.duration_secs_in(
+            PUBLISH_TIMEOUT_SECS,
+            DEFAULT_PUBLISH_TIMEOUT,
+            MIN_PUBLISH_TIMEOUT,
+            MAX_PUBLISH_TIMEOUT,
+        )?;
 
         Ok(Config {
             port,
@@ -199,7 +213,8 @@ fn read_auth(env: &Env) -> Result<AuthConfig, ConfigError> {
     }
 }
 
-/// Reads `WEBHOOK_SECRETS`: space-separated `whsec_` secrets whose rest is standard base64.
+/// Reads `WEBHOOK_SECRETS`: space-separated `whsec_` secrets whose rest is standard base64 of
+/// a key of at least [`MIN_SIGNING_KEY_BYTES`] bytes.
 fn read_webhook_secrets(env: &Env) -> Result<Vec<Secret>, ConfigError> {
     let value = env.optional(WEBHOOK_SECRETS)?.ok_or_else(|| {
         ConfigError::missing(
@@ -210,12 +225,23 @@ fn read_webhook_secrets(env: &Env) -> Result<Vec<Secret>, ConfigError> {
 
     let mut secrets = Vec::new();
     for (index, secret) in value.split_whitespace().enumerate() {
-        if crate::auth::signing_key(secret).is_none() {
+        let Some(key) = crate::auth::signing_key(secret) else {
             return Err(ConfigError::invalid_secret(
                 WEBHOOK_SECRETS,
                 format!(
                     "entry {} to be whsec_ followed by non-empty standard base64",
                     index + 1
+                ),
+            ));
+        };
+        if key.len() < MIN_SIGNING_KEY_BYTES {
+            return Err(ConfigError::invalid_secret(
+                WEBHOOK_SECRETS,
+                format!(
+                    "entry {} to hold a key of at least {MIN_SIGNING_KEY_BYTES} bytes, but it \
+                     holds {} bytes",
+                    index + 1,
+                    key.len()
                 ),
             ));
         }
@@ -353,6 +379,15 @@ mod tests {
             (&[(MAX_BODY_BYTES, "20000000")], MAX_BODY_BYTES),
             (&[(PUBSUB_EMULATOR_HOST, "localhost")], PUBSUB_EMULATOR_HOST),
             (&[(PUBLISH_TIMEOUT_SECS, "soon")], PUBLISH_TIMEOUT_SECS),
+            (&[(PUBLISH_TIMEOUT_SECS, "0.5")], PUBLISH_TIMEOUT_SECS),
+            (&[(PUBLISH_TIMEOUT_SECS, "601")], PUBLISH_TIMEOUT_SECS),
+            (&[(PUBLISH_TIMEOUT_SECS, "1e12")], PUBLISH_TIMEOUT_SECS),
+            (&[(PUBLISH_TIMEOUT_SECS, "1e19")], PUBLISH_TIMEOUT_SECS),
+            (
+                &[(SIGNATURE_TOLERANCE_SECS, "1e19")],
+                SIGNATURE_TOLERANCE_SECS,
+            ),
+            (&[(WEBHOOK_SECRETS, "whsec_QQ==")], WEBHOOK_SECRETS),
         ];
         for (overrides, variable) in cases {
             let mut pairs = base();
@@ -379,6 +414,40 @@ mod tests {
             "WEBHOOK_SECRETS is invalid (value hidden because it is a secret): expected entry 2 \
              to be whsec_ followed by non-empty standard base64"
         );
+    }
+
+    #[test]
+    fn publish_timeout_limits() {
+        let config = read(&[(PUBLISH_TIMEOUT_SECS, "600")]).unwrap();
+        assert_eq!(config.publish_timeout, Duration::from_secs(600));
+        let config = read(&[(PUBLISH_TIMEOUT_SECS, "1")]).unwrap();
+        assert_eq!(config.publish_timeout, Duration::from_secs(1));
+
+        let err = read(&[(PUBLISH_TIMEOUT_SECS, "1e12")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PUBLISH_TIMEOUT_SECS=\"1e12\" is invalid: expected a number of seconds from 1 to \
+             600, such as 10 or 2.5"
+        );
+    }
+
+    #[test]
+    fn short_signing_key_rejected() {
+        // 15 bytes of key: one short of the minimum.
+        let err = read(&[(
+            WEBHOOK_SECRETS,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_MDEyMzQ1Njc4OWFiY2Rl",
+        )])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "WEBHOOK_SECRETS is invalid (value hidden because it is a secret): expected entry 2 \
+             to hold a key of at least 16 bytes, but it holds 15 bytes"
+        );
+
+        // 16 bytes of key: accepted.
+        let config = read(&[(WEBHOOK_SECRETS, "whsec_MDEyMzQ1Njc4OWFiY2RlZg==")]).unwrap();
+        assert_eq!(config.auth.mode(), "signature");
     }
 
     #[test]

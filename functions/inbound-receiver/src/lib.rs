@@ -16,11 +16,11 @@
 //! | `PARTNER_ID` | partner this instance serves, written into each record | required |
 //! | `RESULTS_TOPIC` | topic id or `projects/P/topics/T` | required |
 //! | `AUTH_MODE` | `signature`, `bearer` or `none` | `signature` |
-//! | `WEBHOOK_SECRETS` | space-separated `whsec_` secrets, any may sign | required for `signature` |
+//! | `WEBHOOK_SECRETS` | space-separated `whsec_` secrets of at least 16 key bytes, any may sign | required for `signature` |
 //! | `BEARER_TOKENS` | space-separated accepted tokens | required for `bearer` |
-//! | `SIGNATURE_TOLERANCE_SECS` | accepted clock distance of `webhook-timestamp` | `300` |
+//! | `SIGNATURE_TOLERANCE_SECS` | accepted clock distance of `webhook-timestamp`, at most 86400 | `300` |
 //! | `MAX_BODY_BYTES` | largest accepted body | `65536` |
-//! | `PUBLISH_TIMEOUT_SECS` | time limit of one publish before a 503 | `10` |
+//! | `PUBLISH_TIMEOUT_SECS` | time limit of one publish before a 503, 1 to 600 | `10` |
 //! | `PUBSUB_EMULATOR_HOST` | Pub/Sub emulator `host:port` | unset |
 //! | `LOG_FORMAT`, `RUST_LOG` | `json` or `text`; log filter | `json`; `info` |
 //! | `LOG_HASH_KEY` | key for hashes of personal data in logs | random per process |

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use base64::Engine;
+
 use enrichment_runtime::config::{ConfigError, Env};
 
 pub const PORT: &str = "PORT";
@@ -50,6 +52,16 @@ const MAX_RETRIES_LIMIT: u32 = 99;
 /// Upper bound of `REQUEST_TIMEOUT_SECS`: a Cloud Tasks HTTP dispatch deadline is at most
 /// 30 minutes, and the deadline adds a margin to the timeout.
 const REQUEST_TIMEOUT_LIMIT: Duration = Duration::from_secs(29 * 60);
+/// Lower bound of `REQUEST_TIMEOUT_SECS`. Below about 100 ms even a TLS handshake with a
+/// nearby server rarely completes, so every request would time out; 0.1 s still lets tests use
+/// short timeouts.
+const REQUEST_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+/// Upper bound of `MIN_REQUEST_INTERVAL_MS`: one hour. A longer gap is almost surely a typing
+/// mistake, and values near `u64::MAX` overflow the pacing arithmetic.
+const MIN_REQUEST_INTERVAL_LIMIT_MS: u64 = 60 * 60 * 1000;
+/// Shortest signing key, in bytes after base64 decoding. An HMAC-SHA256 key this short is
+/// already weak; Standard Webhooks secrets are usually 24 to 64 bytes.
+const MIN_SIGNING_KEY_BYTES: usize = 16;
 
 /// The delivery queue (`DELIVERY_QUEUE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,15 +101,29 @@ impl CloudTasksConfig {
 pub struct SigningSecret(String);
 
 impl SigningSecret {
-    /// Checks that `secret` decodes as a Standard Webhooks secret.
+    /// Checks that `secret` decodes as a Standard Webhooks secret with a key of at least
+    /// [`MIN_SIGNING_KEY_BYTES`] bytes.
     pub fn new(secret: impl Into<String>) -> Result<Self, ConfigError> {
         let secret = secret.into().trim().to_string();
-        standardwebhooks::Webhook::new(&secret).map_err(|_| {
+        let invalid = || {
             ConfigError::invalid_secret(
                 PARTNER_SIGNING_SECRET,
-                "a Standard Webhooks secret: whsec_ followed by base64",
+                format!(
+                    "a Standard Webhooks secret: whsec_ followed by the base64 of a key of at \
+                     least {MIN_SIGNING_KEY_BYTES} bytes"
+                ),
             )
-        })?;
+        };
+        standardwebhooks::Webhook::new(&secret).map_err(|_| invalid())?;
+        // `Webhook::new` (standardwebhooks 1.0.1) accepts an empty key, so the length is
+        // checked on the same decoding: without the prefix, standard base64.
+        let encoded = secret.strip_prefix("whsec_").unwrap_or(&secret);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| invalid())?;
+        if key.len() < MIN_SIGNING_KEY_BYTES {
+            return Err(invalid());
+        }
         Ok(Self(secret))
     }
 
@@ -129,7 +155,7 @@ pub struct Config {
     pub signing_secret: Option<SigningSecret>,
     /// `cloud-tasks` (default) or `local` (`DELIVERY_QUEUE`).
     pub queue: QueueConfig,
-    /// Timeout of one partner request (`REQUEST_TIMEOUT_SECS`, 30 s).
+    /// Timeout of one partner request (`REQUEST_TIMEOUT_SECS`, 30 s; from 0.1 to 1740 s).
     pub request_timeout: Duration,
     /// Retries after the first attempt (`MAX_RETRIES`, 3).
     pub max_retries: u32,
@@ -139,9 +165,10 @@ pub struct Config {
     /// Adds a random part of up to half the backoff to each retry delay (`RETRY_JITTER`, off).
     pub retry_jitter: bool,
     /// Minimum time between the starts of two requests to the partner, retries included
-    /// (`MIN_REQUEST_INTERVAL_MS`, 1000 ms).
+    /// (`MIN_REQUEST_INTERVAL_MS`, 1000 ms; at most one hour).
     pub min_request_interval: Duration,
-    /// Only objects whose names start with this prefix are read (`INPUT_PREFIX`, `incoming/`).
+    /// Only objects whose names start with this prefix are read (`INPUT_PREFIX`, `incoming/`;
+    /// must not start with `/`).
     pub input_prefix: String,
     /// Bucket of the local queue's delivery records; the event's bucket when unset
     /// (`STATE_BUCKET`).
@@ -186,11 +213,12 @@ impl Config {
             .transpose()?;
 
         let request_timeout = env.duration_secs(REQUEST_TIMEOUT_SECS, DEFAULT_REQUEST_TIMEOUT)?;
-        if request_timeout > REQUEST_TIMEOUT_LIMIT {
+        if !(REQUEST_TIMEOUT_MIN..=REQUEST_TIMEOUT_LIMIT).contains(&request_timeout) {
             return Err(ConfigError::invalid(
                 REQUEST_TIMEOUT_SECS,
                 &request_timeout.as_secs_f64().to_string(),
-                "at most 1740 seconds, so the Cloud Tasks dispatch deadline stays under 30 minutes",
+                "from 0.1 to 1740 seconds: shorter requests cannot complete, and the Cloud \
+                 Tasks dispatch deadline must stay under 30 minutes",
             ));
         }
 
@@ -207,6 +235,13 @@ impl Config {
             MIN_REQUEST_INTERVAL_MS,
             DEFAULT_MIN_REQUEST_INTERVAL.as_millis() as u64,
         )?;
+        if interval_ms > MIN_REQUEST_INTERVAL_LIMIT_MS {
+            return Err(ConfigError::invalid(
+                MIN_REQUEST_INTERVAL_MS,
+                &interval_ms.to_string(),
+                "at most 3600000 milliseconds (one hour)",
+            ));
+        }
 
         Ok(Self {
             port: enrichment_runtime::server::port_from_env(env)?,
@@ -220,9 +255,7 @@ impl Config {
             retry_base_delay: env.duration_secs(RETRY_BASE_DELAY_SECS, DEFAULT_RETRY_BASE_DELAY)?,
             retry_jitter: read_bool(env, RETRY_JITTER, false)?,
             min_request_interval: Duration::from_millis(interval_ms),
-            input_prefix: env
-                .optional(INPUT_PREFIX)?
-                .unwrap_or_else(|| DEFAULT_INPUT_PREFIX.to_string()),
+            input_prefix: read_input_prefix(env)?,
             state_bucket: read_optional_bucket(env, STATE_BUCKET)?,
             bigquery_dataset: read_bigquery_name(env, BIGQUERY_DATASET, DEFAULT_BIGQUERY_DATASET)?,
             deliveries_table: read_bigquery_name(env, DELIVERIES_TABLE, DEFAULT_DELIVERIES_TABLE)?,
@@ -266,6 +299,23 @@ fn read_url(env: &Env, name: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::invalid(name, value, expected));
     }
     Ok(value.to_string())
+}
+
+/// Reads `INPUT_PREFIX`. Cloud Storage object names do not start with `/` in practice (the
+/// console and `gcloud` never create such names), so a prefix starting with `/` would make
+/// the sender ignore every object.
+fn read_input_prefix(env: &Env) -> Result<String, ConfigError> {
+    let Some(value) = env.optional(INPUT_PREFIX)? else {
+        return Ok(DEFAULT_INPUT_PREFIX.to_string());
+    };
+    if value.starts_with('/') {
+        return Err(ConfigError::invalid(
+            INPUT_PREFIX,
+            &value,
+            "an object name prefix without a leading '/', such as incoming/",
+        ));
+    }
+    Ok(value)
 }
 
 fn read_queue_path(env: &Env) -> Result<String, ConfigError> {
@@ -499,6 +549,15 @@ mod tests {
             (PARTNER_SIGNING_SECRET, "whsec_!!!"),
             (REQUEST_TIMEOUT_SECS, "0"),
             (REQUEST_TIMEOUT_SECS, "1800"),
+            (REQUEST_TIMEOUT_SECS, "1e-12"),
+            (REQUEST_TIMEOUT_SECS, "0.09"),
+            (PARTNER_SIGNING_SECRET, "whsec_"),
+            // 15 bytes of key: one short of the minimum.
+            (PARTNER_SIGNING_SECRET, "whsec_MDEyMzQ1Njc4OWFiY2Rl"),
+            (MIN_REQUEST_INTERVAL_MS, "18446744073709551615"),
+            (MIN_REQUEST_INTERVAL_MS, "3600001"),
+            (INPUT_PREFIX, "/"),
+            (INPUT_PREFIX, "/incoming/"),
             (MAX_RETRIES, "-1"),
             (MAX_RETRIES, "100"),
             (RETRY_BASE_DELAY_SECS, "soon"),
@@ -529,6 +588,20 @@ mod tests {
 
         let secret = SigningSecret::new(SECRET).unwrap();
         assert_eq!(format!("{secret:?}"), "SigningSecret(<hidden>)");
+    }
+
+    #[test]
+    fn signing_key_minimum_is_16_bytes() {
+        let sixteen_bytes = "whsec_MDEyMzQ1Njc4OWFiY2RlZg==";
+        let secret = SigningSecret::new(sixteen_bytes).unwrap();
+        assert_eq!(secret.expose(), sixteen_bytes);
+
+        let error = SigningSecret::new("whsec_").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "PARTNER_SIGNING_SECRET is invalid (value hidden because it is a secret): expected a \
+             Standard Webhooks secret: whsec_ followed by the base64 of a key of at least 16 bytes"
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! text, each optionally gzip-compressed.
 //!
 //! Memory stays bounded whatever the file size: bytes are read through fixed buffers and one
-//! row is decoded at a time. Lines longer than [`MAX_LINE_BYTES`] are reported as unreadable
-//! rows instead of being buffered.
+//! row is decoded at a time. Lines, and CSV records, longer than [`MAX_LINE_BYTES`] are
+//! reported as unreadable rows instead of being buffered, even when a CSV quote is never closed.
 //!
 //! Conventions:
 //! - Gzip is detected by its magic bytes `1f 8b`, not by the name or `Content-Encoding`,
@@ -15,7 +15,7 @@
 //!   `email`/`input_email` header, means CSV; anything else is plain text.
 //! - A UTF-8 byte order mark, CRLF line ends and blank lines are accepted everywhere.
 //! - CSV needs a header with an `input_email` or `email` column (any case; `input_email` wins
-//!   when both exist) and may have a `tenant_id` column.
+//!   when both exist) and may have a `tenant_id` column. An empty CSV file has no rows.
 //! - NDJSON lines are objects with a string `input_email` (or `email`) and an optional string
 //!   `tenant_id`.
 //! - Plain text has one email per line; a first line that is exactly `email` or `input_email`
@@ -88,9 +88,19 @@ pub enum InputError {
     /// The bytes are corrupt (such as a truncated gzip stream), so rereading cannot help.
     #[error("the object is corrupt: {0}")]
     Corrupt(#[source] io::Error),
-    /// A CSV file whose header names no email column.
-    #[error("the CSV header has no input_email or email column (header: {header})")]
-    NoEmailColumn { header: String },
+    /// A CSV file whose header names no email column. The header's text is left out because
+    /// it may be a data row with personal data.
+    #[error(
+        "the CSV header has no input_email or email column (it has {columns} columns); the \
+         first record must name the columns"
+    )]
+    NoEmailColumn { columns: usize },
+    /// A CSV file whose first record is too long to be a header.
+    #[error(
+        "the CSV header is longer than {MAX_LINE_BYTES} bytes or has more than {MAX_CSV_FIELDS} \
+         fields"
+    )]
+    HeaderTooLong,
 }
 
 impl InputError {
@@ -380,79 +390,196 @@ fn ndjson_row(line: u64, text: &str) -> InputRow {
     }
 }
 
+/// Maximum number of fields in a CSV record. A row of this product has a few columns.
+pub const MAX_CSV_FIELDS: usize = 1024;
+/// Bytes of an overlong CSV record kept for its [`RowContent::Unreadable`] text: enough for
+/// [`MAX_RAW_CHARS`] characters.
+const KEPT_OVERLONG_BYTES: usize = 4 * MAX_RAW_CHARS;
+
+/// The end of one [`CsvRecords::read_record`] call.
+#[derive(Debug, PartialEq, Eq)]
+enum RecordEnd {
+    /// A record was read into the field buffer.
+    Record,
+    /// The record had more than [`MAX_LINE_BYTES`] bytes of field data or more than
+    /// [`MAX_CSV_FIELDS`] fields. The field buffer contains only its first bytes.
+    TooLong,
+    /// The file ended.
+    Eof,
+}
+
+/// A CSV record parser with fixed buffers.
+///
+/// `csv-async` (like `csv`) grows its record buffer until the record ends, so one unclosed
+/// quote followed by gigabytes of data is buffered whole before any length check can run. The
+/// `csv-core` state machine writes fields into buffers that the caller owns, so this reader
+/// caps them and, once a record exceeds the cap, parses the rest of that record without
+/// keeping it. Splitting the input into lines first would break quoted fields that contain
+/// line breaks.
+struct CsvRecords {
+    reader: BoxBufRead,
+    parser: csv_core::Reader,
+    /// Field bytes of the current record, without separators.
+    fields: Vec<u8>,
+    /// The end offset of each field in `fields`.
+    ends: Vec<usize>,
+    fields_len: usize,
+    ends_len: usize,
+    /// Records read so far, blank lines excluded: the header is record 1.
+    records: u64,
+}
+
+impl CsvRecords {
+    fn new(reader: BoxBufRead) -> Self {
+        Self {
+            reader,
+            parser: csv_core::Reader::new(),
+            fields: vec![0; MAX_LINE_BYTES],
+            ends: vec![0; MAX_CSV_FIELDS],
+            fields_len: 0,
+            ends_len: 0,
+            records: 0,
+        }
+    }
+
+    async fn read_record(&mut self) -> io::Result<RecordEnd> {
+        let Self {
+            reader,
+            parser,
+            fields,
+            ends,
+            ..
+        } = self;
+        let mut fields_len = 0;
+        let mut ends_len = 0;
+        let mut too_long = false;
+        let result = loop {
+            let input = reader.fill_buf().await?;
+            // Past the cap, the parser writes into a scratch part of the buffers that is
+            // overwritten on each call, so the record's first bytes stay for its raw text.
+            let (output, field_ends) = if too_long {
+                (&mut fields[KEPT_OVERLONG_BYTES..], &mut ends[..])
+            } else {
+                (&mut fields[fields_len..], &mut ends[ends_len..])
+            };
+            let (result, read, written, ended) = parser.read_record(input, output, field_ends);
+            reader.consume(read);
+            if !too_long {
+                fields_len += written;
+                ends_len += ended;
+            }
+            match result {
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull
+                | csv_core::ReadRecordResult::OutputEndsFull => {
+                    if !too_long {
+                        too_long = true;
+                        fields_len = fields_len.min(KEPT_OVERLONG_BYTES);
+                    }
+                }
+                csv_core::ReadRecordResult::Record => break RecordEnd::Record,
+                csv_core::ReadRecordResult::End => break RecordEnd::Eof,
+            }
+        };
+        if result == RecordEnd::Eof {
+            return Ok(RecordEnd::Eof);
+        }
+        self.records += 1;
+        if too_long {
+            self.fields_len = fields_len;
+            self.ends_len = 0;
+            return Ok(RecordEnd::TooLong);
+        }
+        self.fields_len = fields_len;
+        self.ends_len = ends_len;
+        Ok(RecordEnd::Record)
+    }
+
+    /// Returns the field bytes of the last record (all of them, or the first bytes of an
+    /// overlong one).
+    fn bytes(&self) -> &[u8] {
+        &self.fields[..self.fields_len]
+    }
+
+    /// Returns the field `index` of the last record, trimmed of ASCII whitespace.
+    fn field(&self, index: usize) -> Option<&[u8]> {
+        if index >= self.ends_len {
+            return None;
+        }
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        Some(self.fields[start..self.ends[index]].trim_ascii())
+    }
+
+    fn field_count(&self) -> usize {
+        self.ends_len
+    }
+}
+
 struct CsvRows {
-    reader: csv_async::AsyncReader<BoxBufRead>,
-    email_column: usize,
-    tenant_column: Option<usize>,
-    record: csv_async::ByteRecord,
+    records: CsvRecords,
+    /// `None` for an empty file, which has no header and no rows.
+    columns: Option<CsvColumns>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CsvColumns {
+    email: usize,
+    tenant: Option<usize>,
 }
 
 impl CsvRows {
     async fn open(text: BoxBufRead) -> Result<Self, InputError> {
-        let mut reader = csv_async::AsyncReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true)
-            .trim(csv_async::Trim::All)
-            .buffer_capacity(BUFFER_BYTES)
-            .create_reader(text);
-        let header = reader.byte_headers().await.map_err(csv_error)?.clone();
-        let names: Vec<String> = header
-            .iter()
-            .map(|field| String::from_utf8_lossy(field).trim().to_ascii_lowercase())
-            .collect();
-        let find = |wanted: &str| names.iter().position(|name| name == wanted);
-        let Some(email_column) = find("input_email").or_else(|| find("email")) else {
-            let joined = names.join(",");
-            return Err(InputError::NoEmailColumn {
-                header: raw_text(joined.as_bytes()),
-            });
+        let mut records = CsvRecords::new(text);
+        let columns = match records.read_record().await.map_err(InputError::from_io)? {
+            RecordEnd::Eof => None,
+            RecordEnd::TooLong => return Err(InputError::HeaderTooLong),
+            RecordEnd::Record => Some(find_columns(&records)?),
         };
-        Ok(Self {
-            reader,
-            email_column,
-            tenant_column: find("tenant_id"),
-            record: csv_async::ByteRecord::new(),
-        })
+        Ok(Self { records, columns })
     }
 
     async fn next_row(&mut self) -> Result<Option<InputRow>, InputError> {
+        let Some(columns) = self.columns else {
+            return Ok(None);
+        };
         loop {
-            let more = self
-                .reader
-                .read_byte_record(&mut self.record)
+            let end = self
+                .records
+                .read_record()
                 .await
-                .map_err(csv_error)?;
-            if !more {
-                return Ok(None);
+                .map_err(InputError::from_io)?;
+            let line = self.records.records;
+            match end {
+                RecordEnd::Eof => return Ok(None),
+                RecordEnd::TooLong => {
+                    let reason = format!(
+                        "the record is longer than {MAX_LINE_BYTES} bytes or has more than \
+                         {MAX_CSV_FIELDS} fields"
+                    );
+                    return Ok(Some(unreadable(line, self.records.bytes(), reason)));
+                }
+                RecordEnd::Record => {}
             }
-            // csv-async 1.3 miscounts lines around blank lines and CRLF, so the row number comes
-            // from the record index: the header is 1.
-            let line = self
-                .record
-                .position()
-                .map_or(0, |position| position.record() + 1);
-            if self.record.iter().all(<[u8]>::is_empty) {
+            let records = &self.records;
+            if (0..records.field_count())
+                .all(|index| records.field(index).is_some_and(<[u8]>::is_empty))
+            {
                 continue;
             }
-            let record_bytes: usize = self.record.iter().map(<[u8]>::len).sum();
-            if record_bytes > MAX_LINE_BYTES {
-                let reason = format!("the record is longer than {MAX_LINE_BYTES} bytes");
-                return Ok(Some(unreadable(line, self.record.as_slice(), reason)));
-            }
-            let field = |index: usize| self.record.get(index).map(std::str::from_utf8);
-            let email = match field(self.email_column) {
+            let field = |index: usize| records.field(index).map(std::str::from_utf8);
+            let email = match field(columns.email) {
                 Some(Ok(email)) => email.to_string(),
                 None => String::new(),
                 Some(Err(_)) => {
                     let reason = "the email field is not valid UTF-8";
-                    return Ok(Some(unreadable(line, self.record.as_slice(), reason)));
+                    return Ok(Some(unreadable(line, records.bytes(), reason)));
                 }
             };
-            let tenant_id = match self.tenant_column.and_then(field) {
+            let tenant_id = match columns.tenant.and_then(field) {
                 Some(Ok(tenant)) if !tenant.is_empty() => Some(tenant.to_string()),
                 Some(Err(_)) => {
                     let reason = "the tenant_id field is not valid UTF-8";
-                    return Ok(Some(unreadable(line, self.record.as_slice(), reason)));
+                    return Ok(Some(unreadable(line, records.bytes(), reason)));
                 }
                 _ => None,
             };
@@ -464,14 +591,23 @@ impl CsvRows {
     }
 }
 
-fn csv_error(error: csv_async::Error) -> InputError {
-    match error.into_kind() {
-        csv_async::ErrorKind::Io(error) => InputError::from_io(error),
-        other => InputError::Corrupt(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{other:?}"),
-        )),
-    }
+/// Finds the email and tenant columns in the header record. The error gives only the column
+/// count, because a file without a header has a data row (emails, names) in its place.
+fn find_columns(header: &CsvRecords) -> Result<CsvColumns, InputError> {
+    let names: Vec<String> = (0..header.field_count())
+        .filter_map(|index| header.field(index))
+        .map(|field| String::from_utf8_lossy(field).to_ascii_lowercase())
+        .collect();
+    let find = |wanted: &str| names.iter().position(|name| name == wanted);
+    let Some(email) = find("input_email").or_else(|| find("email")) else {
+        return Err(InputError::NoEmailColumn {
+            columns: names.len(),
+        });
+    };
+    Ok(CsvColumns {
+        email,
+        tenant: find("tenant_id"),
+    })
 }
 
 #[cfg(test)]
@@ -572,7 +708,8 @@ mod tests {
         let error = RowReader::open(cursor, "a.csv").await.unwrap_err();
         assert_eq!(
             error.to_string(),
-            "the CSV header has no input_email or email column (header: name,phone)"
+            "the CSV header has no input_email or email column (it has 2 columns); the first \
+             record must name the columns"
         );
         assert!(!error.is_retryable());
     }
@@ -718,6 +855,102 @@ mod tests {
             }
         );
         assert_eq!(rows[1], email(2, "b@example.com", None));
+    }
+
+    #[tokio::test]
+    async fn csv_unclosed_quote_is_one_unreadable_row() {
+        let mut data = b"email\n\"".to_vec();
+        data.extend(std::iter::repeat_n(b'a', 3 * MAX_LINE_BYTES));
+        let (_, rows) = read_rows(&gzip(&data), "incoming/t/a.csv").await;
+        assert_eq!(
+            rows,
+            vec![InputRow {
+                line: 2,
+                content: RowContent::Unreadable {
+                    raw: "a".repeat(MAX_RAW_CHARS),
+                    reason: "the record is longer than 16384 bytes or has more than 1024 fields"
+                        .into(),
+                },
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn csv_overlong_records_are_unreadable_and_reading_continues() {
+        let long_field = "b".repeat(MAX_LINE_BYTES + 1);
+        let many_fields = ",".repeat(MAX_CSV_FIELDS);
+        let data = format!(
+            "email,tenant_id\n\"{long_field}\nstill quoted\",t-1\n{many_fields}\nok@example.com,t-2\n"
+        );
+        let (_, rows) = read_rows(data.as_bytes(), "a.csv").await;
+        let reason = "the record is longer than 16384 bytes or has more than 1024 fields";
+        assert_eq!(
+            rows,
+            vec![
+                InputRow {
+                    line: 2,
+                    content: RowContent::Unreadable {
+                        raw: "b".repeat(MAX_RAW_CHARS),
+                        reason: reason.into(),
+                    },
+                },
+                InputRow {
+                    line: 3,
+                    content: RowContent::Unreadable {
+                        raw: String::new(),
+                        reason: reason.into(),
+                    },
+                },
+                email(4, "ok@example.com", Some("t-2")),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn csv_quoted_field_with_line_break() {
+        let data = b"email,note\n\"a@example.com\",\"two\nlines\"\nb@example.com,\"x,y\"\n";
+        let (_, rows) = read_rows(data, "a.csv").await;
+        assert_eq!(
+            rows,
+            vec![
+                email(2, "a@example.com", None),
+                email(3, "b@example.com", None)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn csv_overlong_header_is_an_error() {
+        let data = format!("email,{}\na@example.com\n", "x".repeat(MAX_LINE_BYTES));
+        let cursor = std::io::Cursor::new(data.into_bytes());
+        let error = RowReader::open(cursor, "a.csv").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the CSV header is longer than 16384 bytes or has more than 1024 fields"
+        );
+        assert!(!error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn csv_header_error_hides_cells() {
+        let cursor = std::io::Cursor::new(b"jane@example.com,Jane Doe,t-1\n".to_vec());
+        let error = RowReader::open(cursor, "a.csv").await.unwrap_err();
+        let message = error.to_string();
+        assert_eq!(
+            message,
+            "the CSV header has no input_email or email column (it has 3 columns); the first \
+             record must name the columns"
+        );
+        assert!(!message.contains("jane"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn empty_csv_file_has_no_rows() {
+        for data in [&b""[..], b"\xef\xbb\xbf", b"\r\n\n"] {
+            let (format, rows) = read_rows(data, "incoming/t/empty.csv").await;
+            assert_eq!(format, InputFormat::Csv, "{data:?}");
+            assert_eq!(rows, Vec::<InputRow>::new(), "{data:?}");
+        }
     }
 
     #[tokio::test]

@@ -140,6 +140,13 @@ impl Pacer {
         start
     }
 
+    /// Records that the request reserved last really started at `started`, which is later than
+    /// its reserved instant when the task woke late, so the next request keeps a full interval
+    /// after the real start.
+    pub fn mark_started(&mut self, started: Instant) {
+        self.last_start = Some(self.last_start.map_or(started, |last| last.max(started)));
+    }
+
     /// Returns the earliest instant a request could start at, without reserving it.
     pub fn next_allowed(&self, now: Instant) -> Instant {
         match self.last_start {
@@ -153,6 +160,25 @@ impl Pacer {
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    #[test]
+    fn pacer_counts_from_late_start() {
+        let origin = Instant::now();
+        let interval = Duration::from_millis(50);
+        let mut pacer = Pacer::new(interval);
+
+        let first = pacer.reserve(origin, origin);
+        assert_eq!(first, origin);
+        // The first request woke 3 ms late: the second keeps 50 ms after the real start.
+        pacer.mark_started(origin + Duration::from_millis(3));
+        let second = pacer.reserve(origin, origin);
+        assert_eq!(second, origin + Duration::from_millis(53));
+
+        // A start reported earlier than the reservation does not move the schedule back.
+        pacer.mark_started(origin + Duration::from_millis(10));
+        let third = pacer.reserve(origin, origin);
+        assert_eq!(third, origin + Duration::from_millis(103));
+    }
 
     #[test]
     fn classify_table() {

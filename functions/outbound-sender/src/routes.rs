@@ -131,7 +131,14 @@ pub async fn handle_deliver(
     let job: Job = match serde_json::from_slice(&body) {
         Ok(job) => job,
         Err(error) => {
-            tracing::warn!(%error, "discarding a /deliver request whose body is not a job");
+            // serde messages quote the offending value, which may be an email, so only the
+            // error's category and position are logged.
+            tracing::warn!(
+                category = ?error.classify(),
+                line = error.line(),
+                column = error.column(),
+                "discarding a /deliver request whose body is not a job"
+            );
             let body = json!({"status": "discarded", "message": format!("the body is not a job: {error}")});
             return (StatusCode::OK, Json(body)).into_response();
         }
@@ -176,7 +183,7 @@ pub async fn handle_deliver(
             // NOTE: Cloud Tasks schedules the task's retry from the queue's retry config
             // (min_backoff doubled per retry: 2, 4 and 8 s by default) and does not promise to
             // honour this Retry-After for the task. Its HttpRequest reference
-            // (google-cloud-tasks-v2 1.13.0) says only that Retry-After is considered when it
+            // (google-cloud-tasks-v2 1.13.0) states only that Retry-After is considered when it
             // throttles the whole queue after 429 and 503 responses. The `local` queue does not
             // use this route and waits for the partner's Retry-After itself.
             if let Some(delay) = retry_after {

@@ -76,13 +76,16 @@ fn malformed(error: &EnvelopeError) -> TriggerKind {
 
 fn from_cloud_event(event: &CloudEvent) -> TriggerKind {
     match event.storage_object() {
-        Ok(object) => TriggerKind::Object(object_event(object, event.id.clone())),
+        Ok(object) => object_event(object, event.id.clone()),
         Err(error) => malformed(&error),
     }
 }
 
-fn object_event(object: StorageObjectData, event_id: String) -> ObjectEvent {
-    ObjectEvent {
+fn object_event(object: StorageObjectData, event_id: String) -> TriggerKind {
+    if let Some(malformed) = check_generation(object.generation, &event_id) {
+        return malformed;
+    }
+    TriggerKind::Object(ObjectEvent {
         bucket: object.bucket,
         name: object.name,
         generation: object.generation,
@@ -90,7 +93,18 @@ fn object_event(object: StorageObjectData, event_id: String) -> ObjectEvent {
         content_encoding: object.content_encoding,
         metadata: object.metadata,
         event_id,
-    }
+    })
+}
+
+/// Rejects a generation that no object can have. Cloud Storage generations are positive, and
+/// a read with generation 0 returns the live object (google-cloud-storage 1.21 against
+/// fake-gcs-server), so such an event would resend a file under new `webhook-id`s.
+fn check_generation(generation: i64, event_id: &str) -> Option<TriggerKind> {
+    (generation <= 0).then(|| TriggerKind::Malformed {
+        reason: format!(
+            "event {event_id} has generation {generation}, but object generations are positive"
+        ),
+    })
 }
 
 fn from_notification(message: &PubsubMessage) -> TriggerKind {
@@ -112,7 +126,7 @@ fn from_notification(message: &PubsubMessage) -> TriggerKind {
 
     if !message.data.is_empty() {
         return match StorageObjectData::from_json_slice(&message.data) {
-            Ok(object) => TriggerKind::Object(object_event(object, event_id)),
+            Ok(object) => object_event(object, event_id),
             Err(error) => TriggerKind::Malformed {
                 reason: format!("notification {event_id} data is not an object resource: {error}"),
             },
@@ -138,6 +152,9 @@ fn from_notification(message: &PubsubMessage) -> TriggerKind {
             reason: format!("notification {event_id} has objectGeneration {generation:?}"),
         };
     };
+    if let Some(malformed) = check_generation(generation, &event_id) {
+        return malformed;
+    }
     TriggerKind::Object(ObjectEvent {
         bucket: bucket.clone(),
         name: name.clone(),
@@ -286,6 +303,54 @@ mod tests {
             body.as_bytes(),
         );
         assert!(matches!(kind, TriggerKind::Malformed { .. }), "{kind:?}");
+    }
+
+    #[test]
+    fn cloud_event_generation_not_positive_is_malformed() {
+        for generation in ["0", "-1"] {
+            let body = object_resource(generation.into(), "52".into()).to_string();
+            let kind = read_trigger(
+                &cloud_event_headers(STORAGE_OBJECT_FINALIZED),
+                body.as_bytes(),
+            );
+            assert_eq!(
+                kind,
+                TriggerKind::Malformed {
+                    reason: format!(
+                        "event 8842021412345 has generation {generation}, but object \
+                         generations are positive"
+                    ),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn notification_generation_not_positive_is_malformed() {
+        for generation in ["0", "-1"] {
+            let mut attributes = notification_attributes("OBJECT_FINALIZE");
+            attributes["objectGeneration"] = generation.into();
+            let without_payload = push_body(attributes, b"");
+            let data = object_resource(generation.into(), "52".into()).to_string();
+            let with_resource =
+                push_body(notification_attributes("OBJECT_FINALIZE"), data.as_bytes());
+            let expected = TriggerKind::Malformed {
+                reason: format!(
+                    "event 11223344 has generation {generation}, but object generations are \
+                     positive"
+                ),
+            };
+            assert_eq!(
+                read_trigger(&HeaderMap::new(), &without_payload),
+                expected,
+                "payloadFormat=NONE"
+            );
+            assert_eq!(
+                read_trigger(&HeaderMap::new(), &with_resource),
+                expected,
+                "JSON_API_V1"
+            );
+        }
     }
 
     #[test]

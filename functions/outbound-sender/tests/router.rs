@@ -373,6 +373,23 @@ async fn csv_without_email_column_is_dropped() {
 }
 
 #[tokio::test]
+async fn empty_csv_is_read_as_no_rows() {
+    let h = harness(cloud_tasks_config());
+    let generation = h.store.put(BUCKET, OBJECT, "", ObjectMeta::default());
+    let (status, _, body) = send(&h.state, storage_event(BUCKET, OBJECT, generation)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        json_body(&body),
+        json!({
+            "status": "enqueued", "format": "csv", "rows": 0, "enqueued": 0,
+            "already_queued": 0, "invalid_email": 0, "missing_tenant": 0, "duplicate": 0,
+        })
+    );
+    assert_eq!(h.tasks.requests.lock().unwrap().len(), 0);
+    assert_eq!(h.inserter.rows("deliveries").len(), 0);
+}
+
+#[tokio::test]
 async fn metadata_tenant_beats_path_tenant() {
     let h = harness(cloud_tasks_config());
     let meta = ObjectMeta {

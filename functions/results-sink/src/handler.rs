@@ -218,6 +218,10 @@ impl Inner {
         };
         let object_name = archive::result_object_name(&record, &message.message_id);
 
+        // NOTE: when only the archive write fails (a missing bucket, for example), the row is
+        // already inserted and each redelivery inserts it again. BigQuery's insertId
+        // de-duplication is best effort, so the table can hold several rows of one message;
+        // the `latest_results` view keeps the first row of each message_id.
         let (archived, inserted) = tokio::join!(
             self.store.write_if_absent(
                 &self.archive_bucket,

@@ -132,21 +132,43 @@ impl Env {
         }
     }
 
-    /// Reads a positive number of seconds (such as `10` or `2.5`), or returns `default` when
-    /// `name` is unset.
+    /// Reads a positive number of seconds (such as `10` or `2.5`) of at most
+    /// [`MAX_DURATION`], or returns `default` when `name` is unset.
     pub fn duration_secs(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         let Some(value) = self.optional(name)? else {
             return Ok(default);
         };
-        let expected = "a positive number of seconds, such as 10 or 2.5";
-        let secs: f64 = value
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::invalid(name, &value, expected))?;
-        if !(secs.is_finite() && secs > 0.0) {
+        let max_secs = MAX_DURATION.as_secs();
+        let expected = format!("a positive number of seconds up to {max_secs}, such as 10 or 2.5");
+        let duration = parse_positive_secs(&value)
+            .ok_or_else(|| ConfigError::invalid(name, &value, expected.clone()))?;
+        if duration > MAX_DURATION {
             return Err(ConfigError::invalid(name, &value, expected));
         }
-        Duration::try_from_secs_f64(secs).map_err(|_| ConfigError::invalid(name, &value, expected))
+        Ok(duration)
+    }
+
+    /// Reads a number of seconds from `min` to `max` (both included), or returns `default`
+    /// when `name` is unset. A `min` of zero still rejects zero and negative values.
+    pub fn duration_secs_in(
+        &self,
+        name: &str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = self.optional(name)? else {
+            return Ok(default);
+        };
+        let expected = format!(
+            "a number of seconds from {} to {}, such as 10 or 2.5",
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        );
+        let duration = parse_positive_secs(&value)
+            .filter(|duration| (min..=max).contains(duration))
+            .ok_or_else(|| ConfigError::invalid(name, &value, expected))?;
+        Ok(duration)
     }
 
     /// Reads an emulator address such as `PUBSUB_EMULATOR_HOST` and returns it as a base URL,
@@ -176,6 +198,20 @@ impl Env {
         }
         Ok(project.to_string())
     }
+}
+
+/// Longest duration [`Env::duration_secs`] accepts: one day. Longer values are almost surely
+/// mistakes, and values near `u64::MAX` seconds make timers and `Instant` arithmetic panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Parses a finite, positive number of seconds such as `10` or `2.5`, ignoring surrounding
+/// whitespace.
+fn parse_positive_secs(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 const EMULATOR_EXPECTED: &str = "host:port, such as 127.0.0.1:8085, optionally with http://";
@@ -230,9 +266,19 @@ where
     Env::process().parse_or(name, default)
 }
 
-/// Reads a positive number of seconds from the process environment.
+/// Reads a positive number of seconds, at most [`MAX_DURATION`], from the process environment.
 pub fn duration_secs(name: &str, default: Duration) -> Result<Duration, ConfigError> {
     Env::process().duration_secs(name, default)
+}
+
+/// Reads a number of seconds from `min` to `max` from the process environment.
+pub fn duration_secs_in(
+    name: &str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    Env::process().duration_secs_in(name, default, min, max)
 }
 
 /// Reads an emulator address from the process environment as a base URL.
@@ -302,6 +348,11 @@ mod tests {
             ("NaN", Err(())),
             ("inf", Err(())),
             ("ten", Err(())),
+            ("86400", Ok(Duration::from_secs(86_400))),
+            ("86400.5", Err(())),
+            ("1e12", Err(())),
+            ("1e19", Err(())),
+            ("1e300", Err(())),
         ];
         for (value, expected) in cases {
             let got = env(&[("T", value)]).duration_secs("T", Duration::from_secs(3));
@@ -312,7 +363,7 @@ mod tests {
                     Err(ConfigError::invalid(
                         "T",
                         value,
-                        "a positive number of seconds, such as 10 or 2.5"
+                        "a positive number of seconds up to 86400, such as 10 or 2.5"
                     )),
                     "value {value:?}"
                 ),
@@ -321,6 +372,44 @@ mod tests {
         assert_eq!(
             env(&[]).duration_secs("T", Duration::from_secs(3)),
             Ok(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn duration_secs_in_range() {
+        let min = Duration::from_secs(1);
+        let max = Duration::from_secs(600);
+        let cases: &[(&str, Result<Duration, ()>)] = &[
+            ("1", Ok(Duration::from_secs(1))),
+            ("2.5", Ok(Duration::from_millis(2500))),
+            ("600", Ok(Duration::from_secs(600))),
+            ("0.5", Err(())),
+            ("0", Err(())),
+            ("-5", Err(())),
+            ("600.001", Err(())),
+            ("1e12", Err(())),
+            ("1e19", Err(())),
+            ("inf", Err(())),
+            ("soon", Err(())),
+        ];
+        for (value, expected) in cases {
+            let got = env(&[("T", value)]).duration_secs_in("T", Duration::from_secs(10), min, max);
+            match expected {
+                Ok(duration) => assert_eq!(got, Ok(*duration), "value {value:?}"),
+                Err(()) => assert_eq!(
+                    got,
+                    Err(ConfigError::invalid(
+                        "T",
+                        value,
+                        "a number of seconds from 1 to 600, such as 10 or 2.5"
+                    )),
+                    "value {value:?}"
+                ),
+            }
+        }
+        assert_eq!(
+            env(&[]).duration_secs_in("T", Duration::from_secs(10), min, max),
+            Ok(Duration::from_secs(10))
         );
     }
 

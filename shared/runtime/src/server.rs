@@ -3,9 +3,14 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::config::{ConfigError, Env};
 
@@ -58,8 +63,9 @@ pub fn bind_address_from_env(env: &Env) -> Result<IpAddr, ConfigError> {
 /// Serves `router` until the process is asked to stop.
 ///
 /// Under AWS Lambda (`AWS_LAMBDA_RUNTIME_API` set) the router handles Lambda events through
-/// `lambda_http`. Otherwise it listens on `$BIND_ADDRESS:$PORT` (default `0.0.0.0:8080`) and, on SIGTERM or SIGINT, stops
-/// accepting connections and returns once the requests in flight have finished.
+/// `lambda_http`. Otherwise it listens on `$BIND_ADDRESS:$PORT` (default `0.0.0.0:8080`) and,
+/// on SIGTERM or SIGINT, stops accepting connections and returns once the requests in flight
+/// have finished or [`DEFAULT_SHUTDOWN_GRACE`] has passed.
 pub async fn serve(router: Router, service_name: &str) -> Result<(), ServeError> {
     install_crypto_provider();
     let env = Env::process();
@@ -86,15 +92,120 @@ pub async fn serve(router: Router, service_name: &str) -> Result<(), ServeError>
     Ok(())
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then waits for the requests in
-/// flight to finish. Tests and the local stack use it with a listener on `127.0.0.1:0`.
+/// Time limits of the HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Longest time a client may take to send a request's headers, counted from the start of
+    /// the connection or the end of the previous response. The connection is closed when it
+    /// passes, so it also ends idle keep-alive connections.
+    pub header_read_timeout: Duration,
+    /// Longest wait for the requests in flight after shutdown starts. Connections still open
+    /// then are dropped.
+    pub shutdown_grace: Duration,
+}
+
+/// Default [`ServeOptions::header_read_timeout`]: 30 s, the default of hyper 1.13 when a timer
+/// is set.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServeOptions::shutdown_grace`]: 9 s, because Cloud Run sends SIGKILL 10 s after
+/// SIGTERM and the process should exit on its own before that.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(9);
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Serves `router` on `listener` with the default [`ServeOptions`] until `shutdown`
+/// completes, then waits for the requests in flight to finish. Tests and the local stack use
+/// it with a listener on `127.0.0.1:0`.
 pub async fn serve_on<F>(listener: TcpListener, router: Router, shutdown: F) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    serve_on_with(listener, router, shutdown, ServeOptions::default()).await
+}
+
+/// Serves `router` over HTTP/1.1 on `listener` until `shutdown` completes.
+///
+/// Then the server stops accepting connections, closes idle ones, and waits up to
+/// `options.shutdown_grace` for the requests in flight before it drops the remaining
+/// connections. HTTP/2 is not served: Cloud Run sends HTTP/1.1 to the container unless
+/// end-to-end HTTP/2 is enabled on the service.
+pub async fn serve_on_with<F>(
+    listener: TcpListener,
+    router: Router,
+    shutdown: F,
+    options: ServeOptions,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            // Reaps finished connection tasks so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, remote_addr) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        wait_after_accept_error(&error).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(router.clone());
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(options.header_read_timeout);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                connections.spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%remote_addr, error = %error, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+
+    let open = graceful.count();
+    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            open_connections_at_shutdown = open,
+            grace_secs = options.shutdown_grace.as_secs_f64(),
+            "requests still in flight after the shutdown grace period; dropping their connections"
+        );
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Handles a failed `accept`. Errors of one connection are skipped. Others, such as running
+/// out of file descriptors, get a one-second pause so the loop does not spin.
+async fn wait_after_accept_error(error: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(error = %error, "failed to accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Completes on the first SIGTERM (sent by Cloud Run before it stops an instance) or SIGINT.
@@ -211,5 +322,119 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    const SHORT_LIMITS: ServeOptions = ServeOptions {
+        header_read_timeout: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(300),
+    };
+
+    /// Starts `router` with [`SHORT_LIMITS`] and returns its address, the sender that starts
+    /// shutdown and the server task.
+    async fn start_short(
+        router: Router,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stop_rx.await;
+        };
+        let server = tokio::spawn(serve_on_with(listener, router, shutdown, SHORT_LIMITS));
+        (addr, stop_tx, server)
+    }
+
+    /// A client that sends part of its headers and then nothing is disconnected.
+    #[tokio::test]
+    async fn serve_on_closes_slow_header_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let (addr, _stop_tx, _server) = start_short(router).await;
+
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+            .await
+            .expect("the server closes the connection within 5 s")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&response), "");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "closed after {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Shutdown drops a request still running after the grace period.
+    #[tokio::test]
+    async fn serve_on_drops_requests_after_grace() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let router = Router::new().route("/hang", get(std::future::pending::<&'static str>));
+        let (addr, stop_tx, server) = start_short(router).await;
+
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /hang HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop_tx.send(()).unwrap();
+
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops within 5 s")
+            .unwrap()
+            .unwrap();
+        let mut response = Vec::new();
+        // The read ends with end of file or a reset: either way no response was sent.
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+            .await
+            .expect("the dropped connection is closed");
+        assert_eq!(String::from_utf8_lossy(&response), "");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    /// Shutdown with only idle connections returns at once.
+    #[tokio::test]
+    async fn serve_on_closes_idle_connections_at_shutdown() {
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let (addr, stop_tx, server) = start_short(router).await;
+        let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let started = std::time::Instant::now();
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops within 5 s")
+            .unwrap()
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "stopped after {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn serve_options_defaults() {
+        assert_eq!(
+            ServeOptions::default(),
+            ServeOptions {
+                header_read_timeout: Duration::from_secs(30),
+                shutdown_grace: Duration::from_secs(9),
+            }
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -97,16 +97,59 @@ impl StorageError {
 // Cloud Storage
 // ---------------------------------------------------------------------------------------------
 
+/// Default time limit of one write, and of opening a read until the response headers arrive.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest wait for the next chunk of an object being read.
+pub const DEFAULT_READ_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// [`ObjectStore`] on the official Cloud Storage client (JSON API).
+///
+/// The client sets no time limit of its own, so a server that stops answering would block a
+/// call forever. Every call here has one: writes and the opening of a read are limited by the
+/// request timeout (client retries included), and a streaming read by an idle timeout between
+/// chunks, so a large object can take as long as it needs while data keeps arriving. A call
+/// that times out fails with [`StorageError::Transient`].
 #[derive(Debug, Clone)]
 pub struct GcsStore {
     client: Storage,
+    request_timeout: Duration,
+    read_idle_timeout: Duration,
 }
 
 impl GcsStore {
-    /// Wraps a client that the caller built.
+    /// Wraps a client that the caller built, with the default time limits.
     pub fn new(client: Storage) -> Self {
-        Self { client }
+        Self {
+            client,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            read_idle_timeout: DEFAULT_READ_IDLE_TIMEOUT,
+        }
+    }
+
+    /// Sets the time limit of one write and of opening a read (default
+    /// [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the longest wait for the next chunk of a read (default
+    /// [`DEFAULT_READ_IDLE_TIMEOUT`]).
+    pub fn with_read_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.read_idle_timeout = timeout;
+        self
+    }
+
+    /// Runs one request under the request timeout.
+    async fn limit<T>(
+        &self,
+        bucket: &str,
+        name: &str,
+        request: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        tokio::time::timeout(self.request_timeout, request)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(bucket, name, "request", self.request_timeout)))
     }
 
     /// Builds a client for Cloud Storage with Application Default Credentials or, when
@@ -129,7 +172,33 @@ impl GcsStore {
         let client = builder.build().await.map_err(|e| {
             StorageError::Permanent(format!("cannot build the storage client: {e}"))
         })?;
-        Ok(Self { client })
+        Ok(Self::new(client))
+    }
+}
+
+/// Builds the error for a Cloud Storage call that exceeded `limit`.
+fn timed_out(bucket: &str, name: &str, what: &str, limit: Duration) -> StorageError {
+    StorageError::Transient(format!(
+        "gs://{bucket}/{name}: {what} timed out after {:?}",
+        limit
+    ))
+}
+
+/// Reads the next chunk of `response`, waiting at most `idle_timeout` for it.
+async fn next_chunk(
+    response: &mut google_cloud_storage::read_object::ReadObjectResponse,
+    bucket: &str,
+    name: &str,
+    idle_timeout: Duration,
+) -> Option<Result<Bytes, StorageError>> {
+    match tokio::time::timeout(idle_timeout, response.next()).await {
+        Err(_) => Some(Err(timed_out(
+            bucket,
+            name,
+            "waiting for the next chunk",
+            idle_timeout,
+        ))),
+        Ok(chunk) => chunk.map(|chunk| chunk.map_err(|e| classify_gcs_error(bucket, name, e))),
     }
 }
 
@@ -198,10 +267,14 @@ impl ObjectStore for GcsStore {
         if let Some(generation) = generation {
             request = request.set_generation(generation);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| classify_gcs_error(bucket, name, e))?;
+        let response = self
+            .limit(bucket, name, async {
+                request
+                    .send()
+                    .await
+                    .map_err(|e| classify_gcs_error(bucket, name, e))
+            })
+            .await?;
 
         let highlights = response.object();
         let meta = ObjectMeta {
@@ -216,15 +289,17 @@ impl ObjectStore for GcsStore {
 
         let owned_bucket = bucket.to_string();
         let owned_name = name.to_string();
-        let chunks = futures::stream::unfold(response, move |mut response| {
+        let idle_timeout = self.read_idle_timeout;
+        // The state is `None` after an error, so the stream ends instead of waiting again.
+        let chunks = futures::stream::unfold(Some(response), move |state| {
             let bucket = owned_bucket.clone();
             let name = owned_name.clone();
             async move {
-                let item = response.next().await?;
-                let item = item.map_err(|e| {
-                    io::Error::other(classify_gcs_error(&bucket, &name, e).to_string())
-                });
-                Some((item, response))
+                let mut response = state?;
+                match next_chunk(&mut response, &bucket, &name, idle_timeout).await? {
+                    Ok(chunk) => Some((Ok(chunk), Some(response))),
+                    Err(error) => Some((Err(io::Error::other(error.to_string())), None)),
+                }
             }
         });
         let reader = tokio_util::io::StreamReader::new(Box::pin(chunks));
@@ -242,19 +317,22 @@ impl ObjectStore for GcsStore {
         // try was stored but its response lost, the retry fails its precondition and this
         // returns `AlreadyExists` for an object that this call created. Callers that must tell
         // the two apart write an owner token into the object and read it back.
-        let result = self
-            .client
-            .write_object(bucket_path(bucket), name, data)
-            .set_if_generation_match(0)
-            .set_content_type(content_type)
-            .with_resumable_upload_threshold(usize::MAX)
-            .send_buffered()
-            .await;
-        match result {
-            Ok(_) => Ok(WriteOutcome::Created),
-            Err(error) if is_precondition_failure(&error) => Ok(WriteOutcome::AlreadyExists),
-            Err(error) => Err(classify_gcs_error(bucket, name, error)),
-        }
+        let request = async {
+            let result = self
+                .client
+                .write_object(bucket_path(bucket), name, data)
+                .set_if_generation_match(0)
+                .set_content_type(content_type)
+                .with_resumable_upload_threshold(usize::MAX)
+                .send_buffered()
+                .await;
+            match result {
+                Ok(_) => Ok(WriteOutcome::Created),
+                Err(error) if is_precondition_failure(&error) => Ok(WriteOutcome::AlreadyExists),
+                Err(error) => Err(classify_gcs_error(bucket, name, error)),
+            }
+        };
+        self.limit(bucket, name, request).await
     }
 
     async fn write(
@@ -265,36 +343,38 @@ impl ObjectStore for GcsStore {
         content_type: &str,
     ) -> Result<(), StorageError> {
         // Small whole-object writes are safe to retry: the last write wins either way.
-        self.client
-            .write_object(bucket_path(bucket), name, data)
-            .set_content_type(content_type)
-            .with_idempotency(true)
-            .with_resumable_upload_threshold(usize::MAX)
-            .send_buffered()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify_gcs_error(bucket, name, e))
+        let request = async {
+            self.client
+                .write_object(bucket_path(bucket), name, data)
+                .set_content_type(content_type)
+                .with_idempotency(true)
+                .with_resumable_upload_threshold(usize::MAX)
+                .send_buffered()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify_gcs_error(bucket, name, e))
+        };
+        self.limit(bucket, name, request).await
     }
 
     async fn read_small(&self, bucket: &str, name: &str) -> Result<Option<Bytes>, StorageError> {
-        let mut response = match self
-            .client
-            .read_object(bucket_path(bucket), name)
-            .send()
-            .await
-        {
+        let request = async {
+            self.client
+                .read_object(bucket_path(bucket), name)
+                .send()
+                .await
+                .map_err(|e| classify_gcs_error(bucket, name, e))
+        };
+        let mut response = match self.limit(bucket, name, request).await {
             Ok(response) => response,
-            Err(error) => {
-                return match classify_gcs_error(bucket, name, error) {
-                    StorageError::NotFound { .. } => Ok(None),
-                    other => Err(other),
-                };
-            }
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(other) => return Err(other),
         };
         let mut contents = Vec::new();
-        while let Some(chunk) = response.next().await {
-            let chunk = chunk.map_err(|e| classify_gcs_error(bucket, name, e))?;
-            contents.extend_from_slice(&chunk);
+        while let Some(chunk) =
+            next_chunk(&mut response, bucket, name, self.read_idle_timeout).await
+        {
+            contents.extend_from_slice(&chunk?);
         }
         Ok(Some(Bytes::from(contents)))
     }
@@ -812,6 +892,119 @@ mod tests {
         assert_eq!(
             store.object_path("b", "incoming/t/a.csv").unwrap(),
             PathBuf::from("/tmp/root/b/incoming/t/a.csv")
+        );
+    }
+
+    /// Starts a server on 127.0.0.1 that reads each request's headers, writes `reply` (if
+    /// any) and then holds the connection open without sending anything more.
+    async fn stalling_server(reply: Option<&'static str>) -> String {
+        use tokio::io::AsyncReadExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => request.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    if let Some(reply) = reply {
+                        let _ = socket.write_all(reply.as_bytes()).await;
+                    }
+                    // Keep the socket open and drain what the client sends.
+                    while socket.read(&mut buffer).await.is_ok_and(|read| read > 0) {}
+                });
+            }
+        });
+        addr.to_string()
+    }
+
+    async fn stalling_store(reply: Option<&'static str>) -> GcsStore {
+        crate::server::install_crypto_provider();
+        let host = stalling_server(reply).await;
+        GcsStore::connect(Some(&host))
+            .await
+            .unwrap()
+            .with_request_timeout(Duration::from_millis(300))
+            .with_read_idle_timeout(Duration::from_millis(300))
+    }
+
+    /// Fails the test instead of hanging when a call ignores its time limit.
+    async fn within_5s<T>(call: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call returned within 5 s")
+    }
+
+    fn transient_message<T: std::fmt::Debug>(result: Result<T, StorageError>) -> String {
+        match result {
+            Err(StorageError::Transient(message)) => message,
+            other => panic!("expected a transient error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn gcs_calls_time_out_on_silent_server() {
+        let store = stalling_store(None).await;
+
+        let write = within_5s(store.write("b", "o", Bytes::from_static(b"x"), "text/plain")).await;
+        assert_eq!(
+            transient_message(write),
+            "gs://b/o: request timed out after 300ms"
+        );
+
+        let data = Bytes::from_static(b"x");
+        let claim = within_5s(store.write_if_absent("b", "o", data, "text/plain")).await;
+        assert_eq!(
+            transient_message(claim),
+            "gs://b/o: request timed out after 300ms"
+        );
+
+        let opened = within_5s(store.open("b", "o", None)).await;
+        assert_eq!(
+            transient_message(opened.map(|(meta, _)| meta)),
+            "gs://b/o: request timed out after 300ms"
+        );
+
+        let small = within_5s(store.read_small("b", "o")).await;
+        assert_eq!(
+            transient_message(small),
+            "gs://b/o: request timed out after 300ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn gcs_read_times_out_between_chunks() {
+        // Headers and 3 of the 10 announced bytes, then nothing.
+        let reply = "HTTP/1.1 200 OK\r\nx-goog-generation: 7\r\n\
+                     x-goog-stored-content-length: 10\r\ncontent-length: 10\r\n\r\nabc";
+        let store = stalling_store(Some(reply)).await;
+
+        let (meta, mut reader) = within_5s(store.open("b", "o", None)).await.unwrap();
+        assert_eq!(meta.generation, 7);
+        let mut contents = Vec::new();
+        let error = within_5s(reader.read_to_end(&mut contents))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "storage request failed and may succeed later: gs://b/o: waiting for the next \
+             chunk timed out after 300ms"
+        );
+        assert_eq!(contents, b"abc");
+
+        let small = within_5s(store.read_small("b", "o")).await;
+        assert_eq!(
+            transient_message(small),
+            "gs://b/o: waiting for the next chunk timed out after 300ms"
         );
     }
 

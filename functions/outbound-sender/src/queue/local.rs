@@ -360,13 +360,16 @@ impl Worker {
 
         let now = Instant::now();
         let start = self.pacer.reserve(now.into_std(), now.into_std());
-        tokio::time::sleep_until(Instant::from_std(start)).await;
+        sleep_until_precise(start).await;
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
+        // The timer and the permit can wake this task late; the interval counts from the
+        // real start so that no request follows the previous one sooner than the interval.
+        self.pacer.mark_started(std::time::Instant::now());
 
         self.in_flight += 1;
         let core = self.core.clone();
@@ -488,4 +491,23 @@ pub fn delivery_span(job: &Job) -> tracing::Span {
         object = %job.source_object,
         generation = job.source_generation,
     )
+}
+
+/// Tokio's timer wakes up to about 1 ms late, which would stretch every interval by that much
+/// because the pacer counts from the real start. The last `PRECISE_SLEEP_MARGIN` is slept on a
+/// blocking thread, whose sleep is accurate to tens of microseconds on Linux.
+const PRECISE_SLEEP_MARGIN: Duration = Duration::from_millis(2);
+
+/// Sleeps until `deadline`, to within a fraction of a millisecond.
+async fn sleep_until_precise(deadline: std::time::Instant) {
+    let coarse = deadline
+        .checked_sub(PRECISE_SLEEP_MARGIN)
+        .unwrap_or(deadline);
+    tokio::time::sleep_until(Instant::from_std(coarse)).await;
+    let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+    if !remaining.is_zero() {
+        // A failed blocking task only means the sleep ended early; the pacer still counts the
+        // next interval from the real start.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(remaining)).await;
+    }
 }
