@@ -195,7 +195,7 @@ async fn accept_result(
             ApiError::Unavailable
         })?;
     span.record("message_id", message_id.as_str());
-    tracing::info!("result published");
+    tracing::debug!("result published");
 
     Ok(SuccessBody {
         status: "success",
