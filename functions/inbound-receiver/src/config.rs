@@ -37,8 +37,7 @@ pub const MIN_SIGNING_KEY_BYTES: usize = 16;
 /// Largest accepted `MAX_BODY_BYTES`: Pub/Sub's limit on one message is 10 MB.
 pub const MAX_BODY_BYTES_LIMIT: usize = 10_000_000;
 
-/// Longest accepted `PARTNER_ID`, in characters.
-pub const MAX_PARTNER_ID_CHARS: usize = 64;
+pub use enrichment_runtime::config::MAX_PARTNER_ID_CHARS;
 
 /// The receiver's configuration. Debug output hides the secrets and tokens.
 #[derive(Debug, Clone)]
@@ -119,7 +118,7 @@ impl Config {
     pub fn from_env_with(env: &Env) -> Result<Self, ConfigError> {
         let port = server::port_from_env(env)?;
         let project = env.google_cloud_project()?;
-        let partner_id = read_partner_id(env)?;
+        let partner_id = env.partner_id()?;
 
         let topic = env.required(RESULTS_TOPIC)?;
         let results_topic = topic_path(&project, &topic).map_err(|_| {
@@ -161,25 +160,6 @@ impl Config {
             publish_timeout,
         })
     }
-}
-
-/// Reads `PARTNER_ID`, which appears in Cloud Storage paths and message attributes, so it is
-/// limited to letters, digits, `.`, `_` and `-`.
-fn read_partner_id(env: &Env) -> Result<String, ConfigError> {
-    let value = env.required(PARTNER_ID)?;
-    let partner_id = value.trim();
-    let valid = partner_id.chars().count() <= MAX_PARTNER_ID_CHARS
-        && partner_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid {
-        return Err(ConfigError::invalid(
-            PARTNER_ID,
-            &value,
-            format!("up to {MAX_PARTNER_ID_CHARS} letters, digits, '.', '_' or '-'"),
-        ));
-    }
-    Ok(partner_id.to_string())
 }
 
 fn read_auth(env: &Env) -> Result<AuthConfig, ConfigError> {

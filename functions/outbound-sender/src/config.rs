@@ -246,7 +246,7 @@ impl Config {
         Ok(Self {
             port: enrichment_runtime::server::port_from_env(env)?,
             project: env.google_cloud_project()?,
-            partner_id: read_identifier(env, PARTNER_ID)?,
+            partner_id: env.partner_id()?,
             partner_webhook_url: read_url(env, PARTNER_WEBHOOK_URL)?,
             signing_secret,
             queue,
@@ -256,9 +256,9 @@ impl Config {
             retry_jitter: read_bool(env, RETRY_JITTER, false)?,
             min_request_interval: Duration::from_millis(interval_ms),
             input_prefix: read_input_prefix(env)?,
-            state_bucket: read_optional_bucket(env, STATE_BUCKET)?,
-            bigquery_dataset: read_bigquery_name(env, BIGQUERY_DATASET, DEFAULT_BIGQUERY_DATASET)?,
-            deliveries_table: read_bigquery_name(env, DELIVERIES_TABLE, DEFAULT_DELIVERIES_TABLE)?,
+            state_bucket: env.optional_bucket(STATE_BUCKET)?,
+            bigquery_dataset: env.bigquery_id_or(BIGQUERY_DATASET, DEFAULT_BIGQUERY_DATASET)?,
+            deliveries_table: env.bigquery_id_or(DELIVERIES_TABLE, DEFAULT_DELIVERIES_TABLE)?,
             storage_emulator: env.emulator_endpoint(STORAGE_EMULATOR_HOST)?,
             bigquery_emulator: env.emulator_endpoint(BIGQUERY_EMULATOR_HOST)?,
         })
@@ -354,58 +354,6 @@ fn read_service_account(env: &Env) -> Result<String, ConfigError> {
         ));
     }
     Ok(value.to_string())
-}
-
-fn read_identifier(env: &Env, name: &str) -> Result<String, ConfigError> {
-    let value = env.required(name)?;
-    let value = value.trim();
-    let valid = value.len() <= 128
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
-        return Err(ConfigError::invalid(
-            name,
-            value,
-            "at most 128 letters, digits, '-', '_' or '.'",
-        ));
-    }
-    Ok(value.to_string())
-}
-
-fn read_bigquery_name(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
-    let Some(value) = env.optional(name)? else {
-        return Ok(default.to_string());
-    };
-    let value = value.trim();
-    let valid = value.len() <= 1024 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(ConfigError::invalid(
-            name,
-            value,
-            "a BigQuery name of letters, digits and '_'",
-        ));
-    }
-    Ok(value.to_string())
-}
-
-fn read_optional_bucket(env: &Env, name: &str) -> Result<Option<String>, ConfigError> {
-    let Some(value) = env.optional(name)? else {
-        return Ok(None);
-    };
-    let value = value.trim();
-    let valid = (3..=222).contains(&value.len())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
-    if !valid {
-        return Err(ConfigError::invalid(
-            name,
-            value,
-            "a bucket name of 3 to 222 lowercase letters, digits, '-', '_' or '.'",
-        ));
-    }
-    Ok(Some(value.to_string()))
 }
 
 fn read_bool(env: &Env, name: &str, default: bool) -> Result<bool, ConfigError> {

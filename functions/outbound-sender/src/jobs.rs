@@ -283,38 +283,30 @@ impl Planner {
         };
 
         let tenant = match row_tenant.as_deref().map(str::trim) {
-            Some(given) if !given.is_empty() => match valid_tenant(given) {
-                Some(tenant) => tenant,
-                None => {
-                    let reason = format!(
-                        "the row's tenant_id is invalid: it must be 1 to {MAX_TENANT_CHARS} \
-                         characters without control characters"
-                    );
-                    return self.skip(
-                        line,
-                        &email,
-                        None,
-                        DeliveryStatus::MissingTenant,
-                        reason,
-                        now,
-                    );
-                }
-            },
-            _ => match &self.file_tenant {
-                Some(tenant) => tenant.clone(),
-                None => {
-                    let reason = "no tenant_id in the row, the object metadata or the object path \
-                                  (incoming/<tenant_id>/<file>)";
-                    return self.skip(
-                        line,
-                        &email,
-                        None,
-                        DeliveryStatus::MissingTenant,
-                        reason,
-                        now,
-                    );
-                }
-            },
+            Some(given) if !given.is_empty() => valid_tenant(given).ok_or_else(|| {
+                format!(
+                    "the row's tenant_id is invalid: it must be 1 to {MAX_TENANT_CHARS} \
+                     characters without control characters"
+                )
+            }),
+            _ => self.file_tenant.clone().ok_or_else(|| {
+                "no tenant_id in the row, the object metadata or the object path \
+                 (incoming/<tenant_id>/<file>)"
+                    .to_string()
+            }),
+        };
+        let tenant = match tenant {
+            Ok(tenant) => tenant,
+            Err(reason) => {
+                return self.skip(
+                    line,
+                    &email,
+                    None,
+                    DeliveryStatus::MissingTenant,
+                    reason,
+                    now,
+                );
+            }
         };
 
         let key = dedupe_key(&email);

@@ -71,9 +71,9 @@ impl Config {
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
         let port = env.parse_or(PORT, DEFAULT_PORT)?;
         let project = env.google_cloud_project()?;
-        let dataset = read_bigquery_id(env, BIGQUERY_DATASET, DEFAULT_BIGQUERY_DATASET)?;
-        let results_table = read_bigquery_id(env, RESULTS_TABLE, DEFAULT_RESULTS_TABLE)?;
-        let archive_bucket = read_bucket(env, ARCHIVE_BUCKET)?;
+        let dataset = env.bigquery_id_or(BIGQUERY_DATASET, DEFAULT_BIGQUERY_DATASET)?;
+        let results_table = env.bigquery_id_or(RESULTS_TABLE, DEFAULT_RESULTS_TABLE)?;
+        let archive_bucket = env.bucket(ARCHIVE_BUCKET)?;
 
         let batch_max_rows: usize = env.parse_or(BATCH_MAX_ROWS, DEFAULT_BATCH_MAX_ROWS)?;
         if !(1..=BATCH_MAX_ROWS_LIMIT).contains(&batch_max_rows) {
@@ -109,47 +109,6 @@ impl Config {
             bigquery_emulator,
         })
     }
-}
-
-/// Reads a dataset or table id: letters, digits and underscores, at most 1,024 characters.
-fn read_bigquery_id(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
-    let Some(value) = env.optional(name)? else {
-        return Ok(default.to_string());
-    };
-    let id = value.trim();
-    let valid = id.len() <= 1024 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(ConfigError::invalid(
-            name,
-            &value,
-            "a BigQuery id of letters, digits and underscores, such as enrichment",
-        ));
-    }
-    Ok(id.to_string())
-}
-
-/// Reads a bucket name: 3 to 222 characters of lowercase letters, digits, `-`, `_` and `.`,
-/// starting and ending with a letter or digit (Cloud Storage naming rules).
-fn read_bucket(env: &Env, name: &str) -> Result<String, ConfigError> {
-    let value = env.required(name)?;
-    let bucket = value.trim();
-    let allowed = bucket
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
-    let ends_alphanumeric =
-        |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let valid = (3..=222).contains(&bucket.len())
-        && allowed
-        && ends_alphanumeric(bucket.chars().next())
-        && ends_alphanumeric(bucket.chars().last());
-    if !valid {
-        return Err(ConfigError::invalid(
-            name,
-            &value,
-            "a Cloud Storage bucket name such as my-archive (without gs://)",
-        ));
-    }
-    Ok(bucket.to_string())
 }
 
 #[cfg(test)]

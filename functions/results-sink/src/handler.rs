@@ -220,8 +220,8 @@ impl Inner {
 
         // NOTE: when only the archive write fails (a missing bucket, for example), the row is
         // already inserted and each redelivery inserts it again. BigQuery's insertId
-        // de-duplication is best effort, so the table can hold several rows of one message;
-        // the `latest_results` view keeps the first row of each message_id.
+        // de-duplication is best effort, so the table can contain several rows of one message.
+        // The `latest_results` view keeps the first row of each message_id.
         let (archived, inserted) = tokio::join!(
             self.store.write_if_absent(
                 &self.archive_bucket,

@@ -14,6 +14,12 @@ use std::time::Duration;
 
 /// The variable that names the Google Cloud project.
 pub const GOOGLE_CLOUD_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
+pub const PARTNER_ID: &str = "PARTNER_ID";
+
+const BUCKET_EXPECTED: &str = "a Cloud Storage bucket name such as my-archive (without gs://)";
+
+/// Longest accepted `PARTNER_ID`, in characters.
+pub const MAX_PARTNER_ID_CHARS: usize = 64;
 
 /// A configuration value that is missing or invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,9 +204,76 @@ impl Env {
         }
         Ok(project.to_string())
     }
+
+    /// Reads `PARTNER_ID`, which appears in Cloud Storage paths and message attributes, so it is
+    /// limited to letters, digits, `.`, `_` and `-`.
+    pub fn partner_id(&self) -> Result<String, ConfigError> {
+        let value = self.required(PARTNER_ID)?;
+        let partner_id = value.trim();
+        let valid = partner_id.chars().count() <= MAX_PARTNER_ID_CHARS
+            && partner_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            return Err(ConfigError::invalid(
+                PARTNER_ID,
+                &value,
+                format!("up to {MAX_PARTNER_ID_CHARS} letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        Ok(partner_id.to_string())
+    }
+
+    /// Reads a BigQuery dataset or table id (letters, digits and underscores, at most 1,024
+    /// characters), or returns `default` when the variable is unset.
+    pub fn bigquery_id_or(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        let Some(value) = self.optional(name)? else {
+            return Ok(default.to_string());
+        };
+        let id = value.trim();
+        let valid = id.len() <= 1024 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ConfigError::invalid(
+                name,
+                &value,
+                "a BigQuery id of letters, digits and underscores, such as enrichment",
+            ));
+        }
+        Ok(id.to_string())
+    }
+
+    /// Reads a required Cloud Storage bucket name (see [`Env::optional_bucket`]).
+    pub fn bucket(&self, name: &str) -> Result<String, ConfigError> {
+        match self.optional_bucket(name)? {
+            Some(bucket) => Ok(bucket),
+            None => Err(ConfigError::missing(name, BUCKET_EXPECTED)),
+        }
+    }
+
+    /// Reads a bucket name: 3 to 222 characters of lowercase letters, digits, `-`, `_` and `.`,
+    /// starting and ending with a letter or digit (Cloud Storage naming rules).
+    pub fn optional_bucket(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let Some(value) = self.optional(name)? else {
+            return Ok(None);
+        };
+        let bucket = value.trim();
+        let allowed = bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+        let ends_alphanumeric =
+            |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let valid = (3..=222).contains(&bucket.len())
+            && allowed
+            && ends_alphanumeric(bucket.chars().next())
+            && ends_alphanumeric(bucket.chars().last());
+        if !valid {
+            return Err(ConfigError::invalid(name, &value, BUCKET_EXPECTED));
+        }
+        Ok(Some(bucket.to_string()))
+    }
 }
 
-/// Longest duration [`Env::duration_secs`] accepts: one day. Longer values are almost surely
+/// Maximum duration that [`Env::duration_secs`] accepts: one day. Longer values are almost surely
 /// mistakes, and values near `u64::MAX` seconds make timers and `Instant` arithmetic panic.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 

@@ -95,11 +95,11 @@ pub async fn serve(router: Router, service_name: &str) -> Result<(), ServeError>
 /// Time limits of the HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeOptions {
-    /// Longest time a client may take to send a request's headers, counted from the start of
+    /// Maximum time a client may take to send a request's headers, counted from the start of
     /// the connection or the end of the previous response. The connection is closed when it
     /// passes, so it also ends idle keep-alive connections.
     pub header_read_timeout: Duration,
-    /// Longest wait for the requests in flight after shutdown starts. Connections still open
+    /// Maximum wait for the requests in flight after shutdown starts. Connections still open
     /// then are dropped.
     pub shutdown_grace: Duration,
 }

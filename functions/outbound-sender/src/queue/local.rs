@@ -367,8 +367,8 @@ impl Worker {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        // The timer and the permit can wake this task late; the interval counts from the
-        // real start so that no request follows the previous one sooner than the interval.
+        // The timer and the permit can wake this task late. The interval counts from the real
+        // start, so no request follows the previous one sooner than the interval.
         self.pacer.mark_started(std::time::Instant::now());
 
         self.in_flight += 1;
